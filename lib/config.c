@@ -1,0 +1,504 @@
+/*
+ * config.c - the one configuration file, in libconfuse syntax.
+ *
+ * config_load() reads the file named by -c (or the default path), checks
+ * every value and returns a struct sr_config owned by the caller (free it
+ * with config_free). Every key has a default, so an empty file or no file
+ * at all is a valid configuration. An unknown key or a bad value is an
+ * error that names the file and line; nothing is half-applied, the caller
+ * keeps its old config (SIGHUP).
+ *
+ * Sizes take k M G (powers of 1024), durations s m|min h d w; a bare
+ * number is bytes or seconds. Relative paths are taken relative to the
+ * config file's folder. With no config file at the default location the
+ * program is "not installed": state, queue and control socket default to
+ * ./run/ below the current folder so a build can run in place.
+ */
+#include <confuse.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "xmalloc.h"
+
+static const char *action_names[] = {
+    [SR_ACTION_DELIVER] = "deliver", [SR_ACTION_TAG] = "tag",
+    [SR_ACTION_DISCARD] = "discard", [SR_ACTION_REJECT] = "reject",
+    [SR_ACTION_STRIP] = "strip",     [SR_ACTION_QUARANTINE] = "quarantine",
+    [SR_ACTION_DEFER] = "defer",
+};
+
+const char *
+sr_action_name(enum sr_action a)
+{
+    if ((size_t)a < sizeof(action_names) / sizeof(action_names[0]) && action_names[a])
+        return action_names[a];
+    return "?";
+}
+
+int
+config_parse_action(const char *s, enum sr_action *out)
+{
+    if (strcmp(s, "pass") == 0) {
+        *out = SR_ACTION_DELIVER;
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof(action_names) / sizeof(action_names[0]); i++) {
+        if (action_names[i] && strcmp(s, action_names[i]) == 0) {
+            *out = (enum sr_action)i;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* Parse "<digits><suffix>" with the given suffix table; 0 ok, -1 bad. */
+static int
+parse_scaled(const char *s, int64_t *out, const char *const *sfx, const int64_t *mul, size_t nsfx)
+{
+    char *end;
+    errno = 0;
+    if (*s == '-' || *s == '\0')
+        return -1;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s)
+        return -1;
+    int64_t m = 1;
+    if (*end) {
+        size_t i;
+        for (i = 0; i < nsfx; i++)
+            if (strcmp(end, sfx[i]) == 0)
+                break;
+        if (i == nsfx)
+            return -1;
+        m = mul[i];
+    }
+    if (v > (unsigned long long)(INT64_MAX / m))
+        return -1;
+    *out = (int64_t)v * m;
+    return 0;
+}
+
+int
+config_parse_size(const char *s, int64_t *out)
+{
+    static const char *const sfx[] = {"k", "K", "M", "G", "b", "B"};
+    static const int64_t mul[] = {1024, 1024, 1024 * 1024, 1024LL * 1024 * 1024, 1, 1};
+    return parse_scaled(s, out, sfx, mul, 6);
+}
+
+int
+config_parse_duration(const char *s, int64_t *out)
+{
+    static const char *const sfx[] = {"s", "m", "min", "h", "d", "w"};
+    static const int64_t mul[] = {1, 60, 60, 3600, 86400, 7 * 86400};
+    return parse_scaled(s, out, sfx, mul, 6);
+}
+
+/* libconfuse value callbacks. */
+static int
+cb_size(cfg_t *cfg, cfg_opt_t *opt, const char *value, void *result)
+{
+    int64_t v;
+    if (config_parse_size(value, &v) < 0) {
+        cfg_error(cfg, "bad size '%s' for '%s' (use a number with k, M or G)", value, opt->name);
+        return -1;
+    }
+    *(long *)result = (long)v;
+    return 0;
+}
+
+static int
+cb_duration(cfg_t *cfg, cfg_opt_t *opt, const char *value, void *result)
+{
+    int64_t v;
+    if (config_parse_duration(value, &v) < 0) {
+        cfg_error(cfg, "bad duration '%s' for '%s' (use a number with s, min, h, d or w)", value,
+                  opt->name);
+        return -1;
+    }
+    *(long *)result = (long)v;
+    return 0;
+}
+
+static int
+cb_count(cfg_t *cfg, cfg_opt_t *opt, const char *value, void *result)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(value, &end, 10);
+    if (errno || end == value || *end || v < 0) {
+        cfg_error(cfg, "bad number '%s' for '%s'", value, opt->name);
+        return -1;
+    }
+    *(long *)result = v;
+    return 0;
+}
+
+static int
+cb_action(cfg_t *cfg, cfg_opt_t *opt, const char *value, void *result)
+{
+    enum sr_action a;
+    if (config_parse_action(value, &a) < 0) {
+        cfg_error(cfg, "bad action '%s' for '%s' (deliver, tag, discard, reject, strip, "
+                       "quarantine or defer)", value, opt->name);
+        return -1;
+    }
+    *(long *)result = (long)a;
+    return 0;
+}
+
+#define SIZE(n, d) CFG_INT_CB(n, d, CFGF_NONE, cb_size)
+#define DUR(n, d) CFG_INT_CB(n, d, CFGF_NONE, cb_duration)
+#define COUNT(n, d) CFG_INT_CB(n, d, CFGF_NONE, cb_count)
+#define ACTION(n, d) CFG_INT_CB(n, d, CFGF_NONE, cb_action)
+#define K 1024L
+#define M (1024L * 1024L)
+
+static cfg_opt_t virus_opts[] = {
+    CFG_STR("database_directory", "/var/lib/clamav", CFGF_NONE),
+    ACTION("action", SR_ACTION_DISCARD),
+    DUR("check_interval", 60),
+    SIZE("max_scan_size", 100 * M),
+    SIZE("max_file_size", 25 * M),
+    COUNT("max_recursion", 16),
+    COUNT("max_files", 10000),
+    DUR("max_scan_time", 120),
+    CFG_END(),
+};
+
+static cfg_opt_t scan_opts[] = {
+    CFG_BOOL("enabled", cfg_true, CFGF_NONE),
+    COUNT("threads", 0),
+    COUNT("max_pending", 1000),
+    DUR("timeout", 120),
+    COUNT("max_mime_depth", 20),
+    COUNT("max_mime_parts", 1000),
+    SIZE("message_size_limit", 0),
+    ACTION("message_size_action", SR_ACTION_REJECT),
+    SIZE("file_size_limit", 100 * M),
+    ACTION("file_size_action", SR_ACTION_QUARANTINE),
+    SIZE("total_size_limit", 500 * M),
+    ACTION("total_size_action", SR_ACTION_QUARANTINE),
+    COUNT("archive_files_limit", 1000),
+    ACTION("archive_files_action", SR_ACTION_QUARANTINE),
+    COUNT("archive_depth_limit", 8),
+    ACTION("archive_depth_action", SR_ACTION_QUARANTINE),
+    COUNT("compression_ratio_limit", 250),
+    ACTION("compression_ratio_action", SR_ACTION_QUARANTINE),
+    COUNT("recipients_limit", 0),
+    ACTION("recipients_action", SR_ACTION_REJECT),
+    ACTION("encrypted_action", SR_ACTION_TAG),
+    ACTION("error_action", SR_ACTION_DEFER),
+    CFG_END(),
+};
+
+static cfg_opt_t queue_opts[] = {
+    DUR("queue_run_delay", 300),
+    DUR("minimal_backoff_time", 300),
+    DUR("maximal_backoff_time", 4000),
+    DUR("maximal_queue_lifetime", 5 * 86400),
+    DUR("bounce_queue_lifetime", 5 * 86400),
+    DUR("delay_warning_time", 0),
+    COUNT("max_parallel", 10),
+    SIZE("min_free_space", 100 * M),
+    DUR("probe_interval", 10),
+    CFG_END(),
+};
+
+static cfg_opt_t quarantine_opts[] = {
+    DUR("retention", 14 * 86400),
+    SIZE("quota", 10L * 1024 * M),
+    CFG_END(),
+};
+
+static cfg_opt_t log_opts[] = {
+    CFG_BOOL("enabled", cfg_true, CFGF_NONE),
+    DUR("retention", 30 * 86400),
+    CFG_END(),
+};
+
+static cfg_opt_t top_opts[] = {
+    CFG_STR_LIST("listen", "{127.0.0.1:10025}", CFGF_NONE),
+    CFG_STR("relay", "127.0.0.1:10026", CFGF_NONE),
+    CFG_STR("state_directory", NULL, CFGF_NONE),
+    CFG_STR("queue_directory", NULL, CFGF_NONE),
+    CFG_STR("control_socket", NULL, CFGF_NONE),
+    CFG_STR("hostname", "", CFGF_NONE),
+    SIZE("max_message_size", 30 * M),
+    COUNT("max_connections", 500),
+    COUNT("max_recipients", 1000),
+    COUNT("max_command_length", 2048),
+    COUNT("max_commands", 10000),
+    COUNT("max_errors", 20),
+    DUR("smtpd_timeout", 300),
+    CFG_STR_LIST("xforward_networks", "{127.0.0.0/8, ::1/128}", CFGF_NONE),
+    SIZE("body_memory_limit", 256 * K),
+    COUNT("relay_connections", 20),
+    DUR("relay_connect_timeout", 30),
+    DUR("relay_timeout", 300),
+    DUR("relay_data_timeout", 600),
+    DUR("relay_idle_time", 10),
+    DUR("shutdown_timeout", 30),
+    CFG_BOOL("debug", cfg_false, CFGF_NONE),
+    CFG_SEC("virus", virus_opts, CFGF_NONE),
+    CFG_SEC("scan", scan_opts, CFGF_NONE),
+    CFG_SEC("queue", queue_opts, CFGF_NONE),
+    CFG_SEC("quarantine", quarantine_opts, CFGF_NONE),
+    CFG_SEC("log", log_opts, CFGF_NONE),
+    CFG_END(),
+};
+
+/* Error text collected by the libconfuse error hook (one load at a time). */
+static __thread char *cf_err;
+static __thread size_t cf_errlen;
+
+static void
+cf_errfunc(cfg_t *cfg, const char *fmt, va_list ap)
+{
+    char msg[512];
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    if (cf_err && cf_err[0] == '\0') {
+        if (cfg && cfg->filename)
+            snprintf(cf_err, cf_errlen, "%s:%d: %s", cfg->filename, cfg->line, msg);
+        else
+            snprintf(cf_err, cf_errlen, "%s", msg);
+    }
+}
+
+/* Resolve a configured path against the config file's folder. */
+static char *
+resolve_path(const char *dir, const char *p)
+{
+    if (p[0] == '/' || dir == NULL)
+        return xstrdup(p);
+    size_t n = strlen(dir) + strlen(p) + 2;
+    char *r = xmalloc(n);
+    snprintf(r, n, "%s/%s", dir, p);
+    return r;
+}
+
+static void
+get_rule(cfg_t *sec, const char *base, struct sr_limit_rule *r)
+{
+    char key[64];
+    snprintf(key, sizeof(key), "%s_limit", base);
+    r->threshold = cfg_getint(sec, key);
+    snprintf(key, sizeof(key), "%s_action", base);
+    r->action = (enum sr_action)cfg_getint(sec, key);
+}
+
+struct sr_config *
+config_load(const char *path, int explicit_path, char *err, size_t errlen)
+{
+    struct sr_config *c;
+    cfg_t *cfg;
+    char *dir = NULL;
+    int have_file = 0;
+
+    err[0] = '\0';
+    cf_err = err;
+    cf_errlen = errlen;
+
+    /*
+     * Which file, if any.
+     */
+    if (path == NULL)
+        path = SR_DEFAULT_CONFIG;
+    if (access(path, F_OK) == 0) {
+        have_file = 1;
+    } else if (explicit_path) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return NULL;
+    }
+
+    cfg = cfg_init(top_opts, CFGF_NONE);
+    cfg_set_error_function(cfg, cf_errfunc);
+    if (have_file) {
+        int rc = cfg_parse(cfg, path);
+        if (rc != CFG_SUCCESS) {
+            if (err[0] == '\0')
+                snprintf(err, errlen, "%s: %s", path,
+                         rc == CFG_FILE_ERROR ? strerror(errno) : "parse error");
+            cfg_free(cfg);
+            return NULL;
+        }
+        char *slash = strrchr(path, '/');
+        if (slash) {
+            char real[PATH_MAX];
+            char *d = xstrndup(path, (size_t)(slash - path));
+            if (realpath(d[0] ? d : "/", real) != NULL)
+                dir = xstrdup(real);
+            else
+                dir = xstrdup(d);
+            free(d);
+        } else {
+            char cwd[PATH_MAX];
+            dir = xstrdup(getcwd(cwd, sizeof(cwd)) ? cwd : ".");
+        }
+    }
+
+    /*
+     * Copy out and check.
+     */
+    c = xcalloc(1, sizeof(*c));
+    c->path = have_file ? xstrdup(path) : NULL;
+    c->nlisten = cfg_size(cfg, "listen");
+    if (c->nlisten == 0) {
+        snprintf(err, errlen, "%s: 'listen' needs at least one address", path);
+        goto bad;
+    }
+    c->listen = xcalloc(c->nlisten, sizeof(char *));
+    for (size_t i = 0; i < c->nlisten; i++)
+        c->listen[i] = xstrdup(cfg_getnstr(cfg, "listen", (unsigned)i));
+    c->relay = xstrdup(cfg_getstr(cfg, "relay"));
+
+    const char *st = cfg_getstr(cfg, "state_directory");
+    const char *qd = cfg_getstr(cfg, "queue_directory");
+    const char *cs = cfg_getstr(cfg, "control_socket");
+    if (have_file) {
+        c->state_directory = resolve_path(dir, st ? st : "/var/lib/scanrelay");
+        c->queue_directory = resolve_path(dir, qd ? qd : "/var/spool/scanrelay");
+        c->control_socket = resolve_path(dir, cs ? cs : "/run/scanrelay/control.sock");
+    } else {
+        c->state_directory = xstrdup("run/state");
+        c->queue_directory = xstrdup("run/queue");
+        c->control_socket = xstrdup("run/control.sock");
+    }
+    c->hostname = xstrdup(cfg_getstr(cfg, "hostname"));
+    if (c->hostname[0] == '\0') {
+        char h[256];
+        free(c->hostname);
+        if (gethostname(h, sizeof(h)) < 0)
+            strcpy(h, "localhost");
+        h[sizeof(h) - 1] = '\0';
+        c->hostname = xstrdup(h);
+    }
+    c->max_message_size = cfg_getint(cfg, "max_message_size");
+    c->max_connections = cfg_getint(cfg, "max_connections");
+    c->max_recipients = cfg_getint(cfg, "max_recipients");
+    c->max_command_length = cfg_getint(cfg, "max_command_length");
+    c->max_commands = cfg_getint(cfg, "max_commands");
+    c->max_errors = cfg_getint(cfg, "max_errors");
+    c->smtpd_timeout = cfg_getint(cfg, "smtpd_timeout");
+    c->nxforward_networks = cfg_size(cfg, "xforward_networks");
+    c->xforward_networks = xcalloc(c->nxforward_networks + 1, sizeof(char *));
+    for (size_t i = 0; i < c->nxforward_networks; i++)
+        c->xforward_networks[i] = xstrdup(cfg_getnstr(cfg, "xforward_networks", (unsigned)i));
+    c->body_memory_limit = cfg_getint(cfg, "body_memory_limit");
+    c->relay_connections = cfg_getint(cfg, "relay_connections");
+    c->relay_connect_timeout = cfg_getint(cfg, "relay_connect_timeout");
+    c->relay_timeout = cfg_getint(cfg, "relay_timeout");
+    c->relay_data_timeout = cfg_getint(cfg, "relay_data_timeout");
+    c->relay_idle_time = cfg_getint(cfg, "relay_idle_time");
+    c->shutdown_timeout = cfg_getint(cfg, "shutdown_timeout");
+    c->debug = cfg_getbool(cfg, "debug");
+
+    if (c->max_command_length < 512) {
+        snprintf(err, errlen, "%s: max_command_length must be at least 512", path);
+        goto bad;
+    }
+    if (c->max_connections < 1 || c->relay_connections < 1 || c->max_recipients < 1) {
+        snprintf(err, errlen,
+                 "%s: max_connections, relay_connections and max_recipients must be at least 1",
+                 path);
+        goto bad;
+    }
+
+    cfg_t *v = cfg_getsec(cfg, "virus");
+    c->virus.database_directory = resolve_path(dir, cfg_getstr(v, "database_directory"));
+    c->virus.action = (enum sr_action)cfg_getint(v, "action");
+    c->virus.check_interval = cfg_getint(v, "check_interval");
+    c->virus.max_scan_size = cfg_getint(v, "max_scan_size");
+    c->virus.max_file_size = cfg_getint(v, "max_file_size");
+    c->virus.max_recursion = cfg_getint(v, "max_recursion");
+    c->virus.max_files = cfg_getint(v, "max_files");
+    c->virus.max_scan_time = cfg_getint(v, "max_scan_time");
+
+    cfg_t *s = cfg_getsec(cfg, "scan");
+    c->scan.enabled = cfg_getbool(s, "enabled");
+    c->scan.threads = cfg_getint(s, "threads");
+    c->scan.max_pending = cfg_getint(s, "max_pending");
+    c->scan.timeout = cfg_getint(s, "timeout");
+    c->scan.max_mime_depth = cfg_getint(s, "max_mime_depth");
+    c->scan.max_mime_parts = cfg_getint(s, "max_mime_parts");
+    get_rule(s, "message_size", &c->scan.message_size);
+    get_rule(s, "file_size", &c->scan.file_size);
+    get_rule(s, "total_size", &c->scan.total_size);
+    get_rule(s, "archive_files", &c->scan.archive_files);
+    get_rule(s, "archive_depth", &c->scan.archive_depth);
+    get_rule(s, "compression_ratio", &c->scan.compression_ratio);
+    get_rule(s, "recipients", &c->scan.recipients);
+    c->scan.encrypted_action = (enum sr_action)cfg_getint(s, "encrypted_action");
+    c->scan.error_action = (enum sr_action)cfg_getint(s, "error_action");
+    if (c->scan.error_action != SR_ACTION_DEFER && c->scan.error_action != SR_ACTION_DELIVER) {
+        snprintf(err, errlen, "%s: scan error_action must be defer or pass", path);
+        goto bad;
+    }
+
+    cfg_t *q = cfg_getsec(cfg, "queue");
+    c->queue.queue_run_delay = cfg_getint(q, "queue_run_delay");
+    c->queue.minimal_backoff_time = cfg_getint(q, "minimal_backoff_time");
+    c->queue.maximal_backoff_time = cfg_getint(q, "maximal_backoff_time");
+    c->queue.maximal_queue_lifetime = cfg_getint(q, "maximal_queue_lifetime");
+    c->queue.bounce_queue_lifetime = cfg_getint(q, "bounce_queue_lifetime");
+    c->queue.delay_warning_time = cfg_getint(q, "delay_warning_time");
+    c->queue.max_parallel = cfg_getint(q, "max_parallel");
+    c->queue.min_free_space = cfg_getint(q, "min_free_space");
+    c->queue.probe_interval = cfg_getint(q, "probe_interval");
+    if (c->queue.queue_run_delay < 1 || c->queue.minimal_backoff_time < 1 ||
+        c->queue.maximal_backoff_time < c->queue.minimal_backoff_time ||
+        c->queue.max_parallel < 1 || c->queue.probe_interval < 1) {
+        snprintf(err, errlen,
+                 "%s: queue: queue_run_delay and minimal_backoff_time must be at least 1s, "
+                 "maximal_backoff_time at least minimal_backoff_time, max_parallel and probe_interval at least 1",
+                 path);
+        goto bad;
+    }
+
+    cfg_t *qr = cfg_getsec(cfg, "quarantine");
+    c->quarantine.retention = cfg_getint(qr, "retention");
+    c->quarantine.quota = cfg_getint(qr, "quota");
+
+    cfg_t *lg = cfg_getsec(cfg, "log");
+    c->log.enabled = cfg_getbool(lg, "enabled");
+    c->log.retention = cfg_getint(lg, "retention");
+
+    cfg_free(cfg);
+    free(dir);
+    cf_err = NULL;
+    return c;
+
+bad:
+    cfg_free(cfg);
+    free(dir);
+    config_free(c);
+    cf_err = NULL;
+    return NULL;
+}
+
+void
+config_free(struct sr_config *c)
+{
+    if (c == NULL)
+        return;
+    free(c->path);
+    for (size_t i = 0; c->listen && i < c->nlisten; i++)
+        free(c->listen[i]);
+    free(c->listen);
+    free(c->relay);
+    free(c->state_directory);
+    free(c->queue_directory);
+    free(c->control_socket);
+    free(c->hostname);
+    for (size_t i = 0; c->xforward_networks && i < c->nxforward_networks; i++)
+        free(c->xforward_networks[i]);
+    free(c->xforward_networks);
+    free(c->virus.database_directory);
+    free(c);
+}

@@ -1,0 +1,126 @@
+/* config.h - the configuration of scanrelayd and scanrelay (see config.c). */
+#ifndef SR_CONFIG_H
+#define SR_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Actions a verdict can take (scan issue). */
+enum sr_action {
+    SR_ACTION_DELIVER = 0, /* pass as is (tagged Clean) */
+    SR_ACTION_TAG,         /* deliver with X-Virus-Status: Infected (...) */
+    SR_ACTION_DISCARD,     /* 250 2.7.0 ... discarded */
+    SR_ACTION_REJECT,      /* 554 5.7.1 */
+    SR_ACTION_STRIP,       /* replace offending part by a notice */
+    SR_ACTION_QUARANTINE,  /* into the quarantine store */
+    SR_ACTION_DEFER,       /* 451 4.3.0 (scan errors only) */
+};
+const char *sr_action_name(enum sr_action a);
+
+struct sr_config_virus {
+    char *database_directory;
+    enum sr_action action;       /* discard */
+    int64_t check_interval;      /* seconds between database directory checks, 60 */
+    int64_t max_scan_size;       /* libclamav CL_ENGINE_MAX_SCANSIZE, 100M */
+    int64_t max_file_size;       /* CL_ENGINE_MAX_FILESIZE, 25M */
+    int64_t max_recursion;       /* CL_ENGINE_MAX_RECURSION, 16 */
+    int64_t max_files;           /* CL_ENGINE_MAX_FILES, 10000 */
+    int64_t max_scan_time;       /* seconds, CL_ENGINE_MAX_SCANTIME, 120 */
+};
+
+/* One size rule ("security setting"): 0 threshold = off. */
+struct sr_limit_rule {
+    int64_t threshold;
+    enum sr_action action;
+};
+
+struct sr_config_scan {
+    int enabled;                 /* yes */
+    int64_t threads;             /* 0 = number of cores */
+    int64_t max_pending;         /* scan jobs waiting; more get 421/451, 1000 */
+    int64_t timeout;             /* seconds per message, 120 */
+    int64_t max_mime_depth;      /* 20 */
+    int64_t max_mime_parts;      /* 1000 */
+    struct sr_limit_rule message_size;      /* total message size */
+    struct sr_limit_rule file_size;         /* decompressed size of one file */
+    struct sr_limit_rule total_size;        /* all decompressed bytes */
+    struct sr_limit_rule archive_files;     /* files in one archive */
+    struct sr_limit_rule archive_depth;     /* archive nesting */
+    struct sr_limit_rule compression_ratio; /* expanded/compressed */
+    struct sr_limit_rule recipients;        /* recipients per message */
+    enum sr_action encrypted_action;        /* tag */
+    enum sr_action error_action;            /* defer (451) or deliver (Unchecked) */
+};
+
+struct sr_config_queue {
+    int64_t queue_run_delay;        /* 300 s */
+    int64_t minimal_backoff_time;   /* 300 s */
+    int64_t maximal_backoff_time;   /* 4000 s */
+    int64_t maximal_queue_lifetime; /* 5 d */
+    int64_t bounce_queue_lifetime;  /* 5 d */
+    int64_t delay_warning_time;     /* 0 = off */
+    int64_t max_parallel;           /* parallel deliveries from the queue, 10 */
+    int64_t min_free_space;         /* refuse custody below this, 100M */
+    int64_t probe_interval;         /* retry the oldest message this often while down, 10 s */
+};
+
+struct sr_config_quarantine {
+    int64_t retention; /* 14 d */
+    int64_t quota;     /* 10G */
+};
+
+struct sr_config_log {
+    int64_t retention; /* message log rows, 30 d */
+    int enabled;       /* message log in SQLite, yes */
+};
+
+struct sr_config {
+    char *path;                 /* the file read, or NULL for built-in defaults */
+    char **listen;              /* "addr:port" list */
+    size_t nlisten;
+    char *relay;                /* "addr:port" */
+    char *state_directory;
+    char *queue_directory;
+    char *control_socket;
+    char *hostname;             /* greeting name; default gethostname() */
+    int64_t max_message_size;   /* 30M */
+    int64_t max_connections;    /* 500 */
+    int64_t max_recipients;     /* 1000 */
+    int64_t max_command_length; /* 2048 */
+    int64_t max_commands;       /* per session, 10000 */
+    int64_t max_errors;         /* bad commands per session before 421, 20 */
+    int64_t smtpd_timeout;      /* 300 s idle */
+    char **xforward_networks;   /* CIDR list */
+    size_t nxforward_networks;
+    int64_t body_memory_limit;  /* bytes of a body kept in memory, 256k */
+    int64_t relay_connections;  /* 20 */
+    int64_t relay_connect_timeout; /* 30 s */
+    int64_t relay_timeout;      /* per command, 300 s */
+    int64_t relay_data_timeout; /* end of data, 600 s */
+    int64_t relay_idle_time;    /* idle connection cache, 10 s */
+    int64_t shutdown_timeout;   /* 30 s */
+    int debug;
+
+    struct sr_config_virus virus;
+    struct sr_config_scan scan;
+    struct sr_config_queue queue;
+    struct sr_config_quarantine quarantine;
+    struct sr_config_log log;
+};
+
+#define SR_DEFAULT_CONFIG "/etc/scanrelay/scanrelay.conf"
+
+/*
+ * Load a config file. path NULL: the default path, and built-in defaults
+ * when that file does not exist. explicit_path: the file must exist.
+ * Returns NULL and writes a message naming file and line to err.
+ */
+struct sr_config *config_load(const char *path, int explicit_path, char *err, size_t errlen);
+void config_free(struct sr_config *cfg);
+
+/* Parsers shared with the CLI and tests; 0 ok, -1 bad. */
+int config_parse_size(const char *s, int64_t *out);
+int config_parse_duration(const char *s, int64_t *out);
+int config_parse_action(const char *s, enum sr_action *out);
+
+#endif

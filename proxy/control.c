@@ -1,0 +1,246 @@
+/*
+ * control.c - the daemon's end of the control socket: a unix stream
+ * socket (mode 0660, the daemon's group) taking one request line per
+ * connection and answering "* data" lines and a final "OK"/"ERR" line, as
+ * lib/ctl.h describes. Verbs: status, reload, and the queue actions
+ * (flush, delete, hold, release, requeue), which go to queue_mgr.
+ *
+ * A stale socket file from a dead daemon is replaced; a live one (connect
+ * succeeds) is an error: two daemons must not share a queue.
+ * Clients are bounded: a request line over CTL_LINE_MAX or idle 30 s is
+ * dropped.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#include "control.h"
+#include "ctl.h"
+#include "daemon.h"
+#include "log.h"
+#include "queue_mgr.h"
+#include "relay.h"
+
+static struct evconnlistener *ctl_listener;
+static char ctl_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+static struct daemon *ctl_daemon;
+
+struct ctl_client {
+    struct bufferevent *bev;
+    int done;
+};
+
+static void
+ctl_client_free(struct ctl_client *c)
+{
+    bufferevent_free(c->bev);
+    free(c);
+}
+
+static void
+ctl_out(void *arg, const char *line)
+{
+    struct ctl_client *c = arg;
+    evbuffer_add_printf(bufferevent_get_output(c->bev), "* %s\n", line);
+}
+
+static void
+ctl_final(struct ctl_client *c, int ok, const char *text)
+{
+    evbuffer_add_printf(bufferevent_get_output(c->bev), "%s%s%s\n", ok ? "OK" : "ERR",
+                        text && *text ? " " : "", text ? text : "");
+    c->done = 1;
+    bufferevent_disable(c->bev, EV_READ);
+}
+
+static void
+ctl_handle(struct ctl_client *c, char *line)
+{
+    struct daemon *d = ctl_daemon;
+    char *argv[1024];
+    int argc = 0;
+    char msg[1200] = "";
+
+    for (char *tok = strtok(line, " \t"); tok && argc < 1024; tok = strtok(NULL, " \t"))
+        argv[argc++] = tok;
+    if (argc == 0) {
+        ctl_final(c, 0, "empty request");
+        return;
+    }
+    if (strcmp(argv[0], "status") == 0) {
+        char buf[256];
+        size_t qd = 0, qh = 0, qa = 0;
+        if (d->queue)
+            queue_mgr_counts(d->queue, &qd, &qh, &qa);
+        snprintf(buf, sizeof(buf), "pid: %ld", (long)getpid());
+        ctl_out(c, buf);
+        snprintf(buf, sizeof(buf), "version: %s", SCANRELAY_VERSION);
+        ctl_out(c, buf);
+        snprintf(buf, sizeof(buf), "sessions: %d", d->nsessions);
+        ctl_out(c, buf);
+        snprintf(buf, sizeof(buf), "deliveries in progress: %d", relay_busy(d->relay));
+        ctl_out(c, buf);
+        snprintf(buf, sizeof(buf), "queue: %zu deferred, %zu held, %zu being delivered", qd, qh,
+                 qa);
+        ctl_out(c, buf);
+        snprintf(buf, sizeof(buf),
+                 "messages: %llu received, %llu relayed, %llu rejected, %llu deferred, %llu "
+                 "bounced",
+                 (unsigned long long)d->stat_received, (unsigned long long)d->stat_relayed,
+                 (unsigned long long)d->stat_rejected, (unsigned long long)d->stat_deferred,
+                 (unsigned long long)d->stat_bounced);
+        ctl_out(c, buf);
+        ctl_final(c, 1, "running");
+        return;
+    }
+    if (strcmp(argv[0], "reload") == 0) {
+        int rc = daemon_reload(d, msg, sizeof(msg));
+        ctl_final(c, rc == 0, msg);
+        return;
+    }
+    if (strcmp(argv[0], "flush") == 0 || strcmp(argv[0], "delete") == 0 ||
+        strcmp(argv[0], "hold") == 0 || strcmp(argv[0], "release") == 0 ||
+        strcmp(argv[0], "requeue") == 0) {
+        if (d->queue == NULL) {
+            ctl_final(c, 0, "no queue");
+            return;
+        }
+        int rc = queue_mgr_control(d->queue, argv[0], argv + 1, argc - 1, ctl_out, c, msg,
+                                   sizeof(msg));
+        ctl_final(c, rc == 0, msg);
+        return;
+    }
+    snprintf(msg, sizeof(msg), "unknown request '%.100s'", argv[0]);
+    ctl_final(c, 0, msg);
+}
+
+static void
+ctl_read_cb(struct bufferevent *bev, void *arg)
+{
+    struct ctl_client *c = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    if (c->done)
+        return;
+    size_t n;
+    char *line = evbuffer_readln(in, &n, EVBUFFER_EOL_LF);
+    if (line == NULL) {
+        if (evbuffer_get_length(in) > CTL_LINE_MAX)
+            ctl_final(c, 0, "request too long");
+        return;
+    }
+    ctl_handle(c, line);
+    free(line);
+}
+
+static void
+ctl_write_cb(struct bufferevent *bev, void *arg)
+{
+    struct ctl_client *c = arg;
+    if (c->done && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+        ctl_client_free(c);
+}
+
+static void
+ctl_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    (void)what;
+    ctl_client_free(arg);
+}
+
+static void
+ctl_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
+              void *arg)
+{
+    (void)l;
+    (void)sa;
+    (void)salen;
+    struct daemon *d = arg;
+    struct ctl_client *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        close(fd);
+        return;
+    }
+    c->bev = bufferevent_socket_new(d->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (c->bev == NULL) {
+        free(c);
+        close(fd);
+        return;
+    }
+    bufferevent_setcb(c->bev, ctl_read_cb, ctl_write_cb, ctl_event_cb, c);
+    struct timeval tv = {30, 0};
+    bufferevent_set_timeouts(c->bev, &tv, &tv);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+
+int
+control_open(struct daemon *d, char *err, size_t errlen)
+{
+    struct sockaddr_un sun;
+    const char *path = d->cfg->control_socket;
+
+    ctl_daemon = d;
+    if (strlen(path) >= sizeof(sun.sun_path)) {
+        snprintf(err, errlen, "control_socket: path too long: %s", path);
+        return -1;
+    }
+    /* Make the folder (e.g. /run/scanrelay when not made by systemd). */
+    char dir[sizeof(sun.sun_path)];
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash && slash != dir) {
+        *slash = '\0';
+        if (mkdir(dir, 0750) < 0 && errno != EEXIST) {
+            snprintf(err, errlen, "control_socket: cannot create %s: %s", dir, strerror(errno));
+            return -1;
+        }
+    }
+    memset(&sun, 0, sizeof(sun));
+    sun.sun_family = AF_UNIX;
+    memcpy(sun.sun_path, path, strlen(path));
+
+    /* A live daemon on the socket? */
+    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (probe >= 0) {
+        if (connect(probe, (struct sockaddr *)&sun, sizeof(sun)) == 0) {
+            close(probe);
+            snprintf(err, errlen,
+                     "control_socket %s: another scanrelayd is running with this socket", path);
+            return -1;
+        }
+        close(probe);
+    }
+    unlink(path);
+    mode_t old = umask(0117);
+    ctl_listener = evconnlistener_new_bind(d->base, ctl_accept_cb, d,
+                                           LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 16,
+                                           (struct sockaddr *)&sun, sizeof(sun));
+    umask(old);
+    if (ctl_listener == NULL) {
+        snprintf(err, errlen, "control_socket %s: %s", path, strerror(errno));
+        return -1;
+    }
+    chmod(path, 0660);
+    snprintf(ctl_path, sizeof(ctl_path), "%s", path);
+    return 0;
+}
+
+void
+control_close(void)
+{
+    if (ctl_listener) {
+        evconnlistener_free(ctl_listener);
+        ctl_listener = NULL;
+        unlink(ctl_path);
+    }
+}

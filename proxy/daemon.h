@@ -1,0 +1,54 @@
+/* daemon.h - the state shared by the daemon's modules (one per process). */
+#ifndef SR_DAEMON_H
+#define SR_DAEMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <netinet/in.h>
+
+#include "config.h"
+#include "smtpd_proto.h"
+
+struct event_base;
+struct relay;
+struct smtpd_session;
+struct evconnlistener;
+struct queue_mgr;
+
+/* An address range for xforward_networks. */
+struct netmask {
+    int family;
+    unsigned char addr[16];
+    int bits;
+};
+
+struct daemon {
+    struct event_base *base;
+    struct sr_config *cfg;
+    struct smtpd_limits lim;       /* derived from cfg; sessions point at it */
+    struct netmask *xfnets;
+    size_t nxfnets;
+    struct relay *relay;
+    struct queue_mgr *queue;       /* the deferred queue, or NULL */
+    struct evconnlistener **listeners;
+    size_t nlisteners;
+    struct smtpd_session *sessions; /* all open sessions */
+    int nsessions;
+    int ntx;                        /* transactions in flight (pipeline) */
+    int shutting_down;
+    uint64_t stat_received, stat_relayed, stat_rejected, stat_deferred, stat_bounced;
+};
+
+/* Parse "a.b.c.d/n" or "v6/n"; 0 ok, -1 bad. */
+int netmask_parse(const char *s, struct netmask *out);
+/* 1 when the socket address is inside one of the ranges. */
+int netmask_match(const struct netmask *nets, size_t n, const struct sockaddr *sa);
+
+/* Derive d->lim and d->xfnets from d->cfg; 0 ok, -1 with err. */
+int daemon_apply_config(struct daemon *d, char *err, size_t errlen);
+/* Re-read the configuration file (SIGHUP, `scanrelay reload`); 0 ok, -1 kept old (msg says why). */
+int daemon_reload(struct daemon *d, char *msg, size_t msglen);
+/* Called by sessions and the pipeline when something finished during shutdown. */
+void daemon_check_exit(struct daemon *d);
+
+#endif

@@ -1,0 +1,41 @@
+/* pipeline.h - what happens to a received message: verdict, action, delivery, answer (see pipeline.c). */
+#ifndef SR_PIPELINE_H
+#define SR_PIPELINE_H
+
+#include <stdint.h>
+
+#include "envelope.h"
+#include "qid.h"
+#include "relay.h"
+
+struct daemon;
+struct spool;
+
+struct msg_tx {
+    struct daemon *d;
+    char qid[QID_LEN + 1];
+    struct envelope *env;      /* owned */
+    struct spool *body;        /* owned: the message as received, unstuffed */
+    int64_t size;
+    char client[320];          /* NAME[ADDR] for the log */
+    double t_begin;            /* DATA accepted */
+    double t_received;         /* final dot */
+    char *prefix;              /* header lines to add, owned */
+    size_t prefixlen;
+    struct relay_job job;
+    struct relay_rcpt_result *res;
+    /* The session's callback with the reply line(s) to send upstream.
+     * NULL when the session went away: the transaction finishes alone. */
+    void (*done)(struct msg_tx *tx, const char *reply, void *arg);
+    void *arg;
+    char reply[4200];
+};
+
+/* New transaction taking ownership of env and body; NULL on no memory. */
+struct msg_tx *msg_tx_new(struct daemon *d, const char *qid, struct envelope *env,
+                          struct spool *body, int64_t size, const char *client, double t_begin);
+/* Run it; done() is called later, exactly once, from the event loop; then the tx frees itself. */
+void pipeline_start(struct msg_tx *tx);
+double pipeline_now(void);
+
+#endif

@@ -1,0 +1,504 @@
+/*
+ * scanrelayd.c - the daemon's main: options, configuration, listeners,
+ * signals, systemd notification, start-up and shutdown.
+ *
+ *   scanrelayd [-c FILE] [-f] [-d]     run (-f: foreground, log to stderr)
+ *   scanrelayd -t [-c FILE]            check the configuration, exit 0/1
+ *
+ * Signals: SIGHUP re-reads the configuration (a broken file keeps the old
+ * one and logs why); SIGTERM/SIGINT stop accepting, let transactions in
+ * flight finish within shutdown_timeout, then exit.
+ * systemd: READY=1 once listening, WATCHDOG=1 at half of WATCHDOG_USEC,
+ * STOPPING=1 on shutdown (plain datagrams to $NOTIFY_SOCKET; no library).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <event2/thread.h>
+#include <event2/util.h>
+
+#include "config.h"
+#include "control.h"
+#include "daemon.h"
+#include "log.h"
+#include "queue_mgr.h"
+#include "relay.h"
+#include "smtpd.h"
+#include "xmalloc.h"
+
+static struct daemon daemon_state;
+static const char *config_path;
+static int config_explicit;
+static struct event *shutdown_timer, *watchdog_timer;
+static struct event *signal_events[3];
+
+/*
+ * Address ranges.
+ */
+int
+netmask_parse(const char *s, struct netmask *out)
+{
+    char buf[128];
+    snprintf(buf, sizeof(buf), "%s", s);
+    char *slash = strchr(buf, '/');
+    int bits = -1;
+    if (slash) {
+        *slash = '\0';
+        char *end;
+        long b = strtol(slash + 1, &end, 10);
+        if (*end || b < 0 || b > 128)
+            return -1;
+        bits = (int)b;
+    }
+    memset(out, 0, sizeof(*out));
+    if (inet_pton(AF_INET, buf, out->addr) == 1) {
+        out->family = AF_INET;
+        out->bits = bits < 0 ? 32 : bits;
+        return out->bits <= 32 ? 0 : -1;
+    }
+    if (inet_pton(AF_INET6, buf, out->addr) == 1) {
+        out->family = AF_INET6;
+        out->bits = bits < 0 ? 128 : bits;
+        return 0;
+    }
+    return -1;
+}
+
+static int
+prefix_match(const unsigned char *a, const unsigned char *b, int bits)
+{
+    int bytes = bits / 8, rem = bits % 8;
+    if (memcmp(a, b, (size_t)bytes) != 0)
+        return 0;
+    if (rem == 0)
+        return 1;
+    unsigned char m = (unsigned char)(0xff << (8 - rem));
+    return (a[bytes] & m) == (b[bytes] & m);
+}
+
+int
+netmask_match(const struct netmask *nets, size_t n, const struct sockaddr *sa)
+{
+    unsigned char a4[4], a6[16];
+    int have4 = 0, have6 = 0;
+    if (sa->sa_family == AF_INET) {
+        memcpy(a4, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+        have4 = 1;
+    } else if (sa->sa_family == AF_INET6) {
+        memcpy(a6, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+        have6 = 1;
+        /* IPv4-mapped: match v4 ranges too. */
+        static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        if (memcmp(a6, mapped, 12) == 0) {
+            memcpy(a4, a6 + 12, 4);
+            have4 = 1;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (nets[i].family == AF_INET && have4 && prefix_match(a4, nets[i].addr, nets[i].bits))
+            return 1;
+        if (nets[i].family == AF_INET6 && have6 && prefix_match(a6, nets[i].addr, nets[i].bits))
+            return 1;
+    }
+    return 0;
+}
+
+int
+daemon_apply_config(struct daemon *d, char *err, size_t errlen)
+{
+    struct sr_config *c = d->cfg;
+    struct netmask *nets = calloc(c->nxforward_networks + 1, sizeof(*nets));
+    if (nets == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < c->nxforward_networks; i++) {
+        if (netmask_parse(c->xforward_networks[i], &nets[i]) < 0) {
+            snprintf(err, errlen, "%s: xforward_networks: bad network '%s'",
+                     c->path ? c->path : "(defaults)", c->xforward_networks[i]);
+            free(nets);
+            return -1;
+        }
+    }
+    free(d->xfnets);
+    d->xfnets = nets;
+    d->nxfnets = c->nxforward_networks;
+    d->lim.max_command_length = (size_t)c->max_command_length;
+    d->lim.max_recipients = (size_t)c->max_recipients;
+    d->lim.max_commands = (size_t)c->max_commands;
+    d->lim.max_errors = (size_t)c->max_errors;
+    d->lim.max_message_size = c->max_message_size;
+    d->lim.xforward_allowed = 0;
+    d->lim.hostname = c->hostname;
+    return 0;
+}
+
+/*
+ * systemd notification.
+ */
+static void
+sd_notify_msg(const char *msg)
+{
+    const char *path = getenv("NOTIFY_SOCKET");
+    if (path == NULL || (path[0] != '/' && path[0] != '@'))
+        return;
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return;
+    struct sockaddr_un sun;
+    memset(&sun, 0, sizeof(sun));
+    sun.sun_family = AF_UNIX;
+    size_t n = strlen(path);
+    if (n >= sizeof(sun.sun_path)) {
+        close(fd);
+        return;
+    }
+    memcpy(sun.sun_path, path, n);
+    if (sun.sun_path[0] == '@')
+        sun.sun_path[0] = '\0';
+    ssize_t w = sendto(fd, msg, strlen(msg), MSG_NOSIGNAL, (struct sockaddr *)&sun,
+                       (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n));
+    (void)w;
+    close(fd);
+}
+
+static void
+watchdog_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    sd_notify_msg("WATCHDOG=1");
+}
+
+/*
+ * Listeners.
+ */
+static void
+accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
+{
+    (void)l;
+    smtpd_accept(arg, fd, sa, salen);
+}
+
+static void
+accept_error_cb(struct evconnlistener *l, void *arg)
+{
+    (void)l;
+    (void)arg;
+    int e = EVUTIL_SOCKET_ERROR();
+    log_warnx("accept: %s", evutil_socket_error_to_string(e));
+}
+
+static void
+open_listeners(struct daemon *d)
+{
+    d->listeners = xcalloc(d->cfg->nlisten, sizeof(*d->listeners));
+    for (size_t i = 0; i < d->cfg->nlisten; i++) {
+        struct sockaddr_storage ss;
+        int len = sizeof(ss);
+        if (evutil_parse_sockaddr_port(d->cfg->listen[i], (struct sockaddr *)&ss, &len) < 0)
+            log_fatalx("listen: bad address '%s' (use IP:PORT)", d->cfg->listen[i]);
+        struct evconnlistener *l = evconnlistener_new_bind(
+            d->base, accept_cb, d, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
+            1024, (struct sockaddr *)&ss, len);
+        if (l == NULL)
+            log_fatal("cannot listen on %s", d->cfg->listen[i]);
+        evconnlistener_set_error_cb(l, accept_error_cb);
+        d->listeners[d->nlisteners++] = l;
+    }
+}
+
+static void
+close_listeners(struct daemon *d)
+{
+    for (size_t i = 0; i < d->nlisteners; i++)
+        evconnlistener_free(d->listeners[i]);
+    d->nlisteners = 0;
+}
+
+/*
+ * Reload and shutdown.
+ */
+int
+daemon_reload(struct daemon *d, char *msg, size_t msglen)
+{
+    char err[1024];
+    struct sr_config *nc = config_load(config_path, config_explicit, err, sizeof(err));
+    if (nc == NULL) {
+        log_warnx("reload: %s; keeping the old configuration", err);
+        snprintf(msg, msglen, "%s; keeping the old configuration", err);
+        return -1;
+    }
+    struct sr_config *old = d->cfg;
+    d->cfg = nc;
+    if (daemon_apply_config(d, err, sizeof(err)) < 0 ||
+        relay_configure(d->relay, nc->relay, nc->hostname, (int)nc->relay_connections,
+                        (int)nc->relay_connect_timeout, (int)nc->relay_timeout,
+                        (int)nc->relay_data_timeout, (int)nc->relay_idle_time, err,
+                        sizeof(err)) < 0) {
+        d->cfg = old;
+        char e2[64];
+        daemon_apply_config(d, e2, sizeof(e2));
+        relay_configure(d->relay, old->relay, old->hostname, (int)old->relay_connections,
+                        (int)old->relay_connect_timeout, (int)old->relay_timeout,
+                        (int)old->relay_data_timeout, (int)old->relay_idle_time, e2, sizeof(e2));
+        config_free(nc);
+        log_warnx("reload: %s; keeping the old configuration", err);
+        snprintf(msg, msglen, "%s; keeping the old configuration", err);
+        return -1;
+    }
+    /* Things that need a restart. */
+    int same_listen = old->nlisten == nc->nlisten;
+    for (size_t i = 0; same_listen && i < nc->nlisten; i++)
+        same_listen = strcmp(old->listen[i], nc->listen[i]) == 0;
+    if (!same_listen || strcmp(old->queue_directory, nc->queue_directory) ||
+        strcmp(old->state_directory, nc->state_directory) ||
+        strcmp(old->control_socket, nc->control_socket))
+        log_warnx("reload: listen, state_directory, queue_directory and control_socket "
+                  "changes take effect after a restart");
+    config_free(old);
+    log_info("reload: configuration %s reloaded", nc->path ? nc->path : "(built-in defaults)");
+    snprintf(msg, msglen, "configuration reloaded");
+    return 0;
+}
+
+void
+daemon_check_exit(struct daemon *d)
+{
+    if (d->shutting_down && d->nsessions == 0 && d->ntx == 0 &&
+        (d->relay == NULL || relay_busy(d->relay) == 0))
+        event_base_loopexit(d->base, NULL);
+}
+
+static void
+shutdown_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct daemon *d = arg;
+    (void)fd;
+    (void)what;
+    log_warnx("shutdown: %d session(s) still busy after shutdown_timeout; exiting anyway",
+              d->nsessions);
+    event_base_loopbreak(d->base);
+}
+
+static void
+signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+    struct daemon *d = arg;
+    (void)what;
+
+    if (sig == SIGHUP) {
+        char msg[1100];
+        sd_notify_msg("RELOADING=1");
+        daemon_reload(d, msg, sizeof(msg));
+        sd_notify_msg("READY=1");
+        return;
+    }
+    if (d->shutting_down)
+        return;
+    log_info("terminating on signal %d", (int)sig);
+    sd_notify_msg("STOPPING=1");
+    d->shutting_down = 1;
+    close_listeners(d);
+    control_close();
+    smtpd_shutdown_all(d);
+    relay_close_idle(d->relay);
+    struct timeval tv = {d->cfg->shutdown_timeout, 0};
+    shutdown_timer = evtimer_new(d->base, shutdown_timeout_cb, d);
+    evtimer_add(shutdown_timer, &tv);
+    daemon_check_exit(d);
+}
+
+/* mkdir -p for a folder we own. */
+static int
+make_dir(const char *path, mode_t mode)
+{
+    char buf[PATH_MAX];
+    snprintf(buf, sizeof(buf), "%s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+                return -1;
+            *p = '/';
+        }
+    }
+    if (mkdir(buf, mode) < 0 && errno != EEXIST)
+        return -1;
+    return 0;
+}
+
+static void
+usage(void)
+{
+    fprintf(stderr, "usage: scanrelayd [-c FILE] [-f] [-d]\n"
+                    "       scanrelayd -t [-c FILE]\n"
+                    "  -c FILE  configuration (default %s)\n"
+                    "  -f       stay in the foreground, log to stderr\n"
+                    "  -d       debug logging\n"
+                    "  -t       check the configuration and exit\n",
+            SR_DEFAULT_CONFIG);
+    exit(2);
+}
+
+int
+main(int argc, char **argv)
+{
+    struct daemon *d = &daemon_state;
+    int foreground = 0, test = 0, debug = 0, ch;
+    char err[1024];
+
+    while ((ch = getopt(argc, argv, "c:fdth")) != -1) {
+        switch (ch) {
+        case 'c':
+            config_path = optarg;
+            config_explicit = 1;
+            break;
+        case 'f':
+            foreground = 1;
+            break;
+        case 'd':
+            debug = 1;
+            break;
+        case 't':
+            test = 1;
+            break;
+        default:
+            usage();
+        }
+    }
+    if (optind != argc)
+        usage();
+
+    /*
+     * Configuration.
+     */
+    d->cfg = config_load(config_path, config_explicit, err, sizeof(err));
+    if (d->cfg == NULL) {
+        fprintf(stderr, "scanrelayd: %s\n", err);
+        return 1;
+    }
+    if (daemon_apply_config(d, err, sizeof(err)) < 0) {
+        fprintf(stderr, "scanrelayd: %s\n", err);
+        return 1;
+    }
+    {
+        struct sockaddr_storage ss;
+        int len = sizeof(ss);
+        for (size_t i = 0; i < d->cfg->nlisten; i++)
+            if (evutil_parse_sockaddr_port(d->cfg->listen[i], (struct sockaddr *)&ss, &len) < 0) {
+                fprintf(stderr, "scanrelayd: %s: listen: bad address '%s' (use IP:PORT)\n",
+                        d->cfg->path ? d->cfg->path : "(defaults)", d->cfg->listen[i]);
+                return 1;
+            }
+    }
+    if (test) {
+        struct event_base *b = event_base_new();
+        struct relay *r = relay_new(b, d->cfg->relay, "check", 1, 1, 1, 1, 1, err, sizeof(err));
+        if (r == NULL) {
+            fprintf(stderr, "scanrelayd: %s: %s\n", d->cfg->path ? d->cfg->path : "(defaults)",
+                    err);
+            return 1;
+        }
+        relay_free(r);
+        event_base_free(b);
+        printf("scanrelayd: configuration %s is ok\n",
+               d->cfg->path ? d->cfg->path : "(built-in defaults)");
+        return 0;
+    }
+
+    log_init("scanrelayd", foreground || getenv("INVOCATION_ID") != NULL);
+    log_set_debug(debug || d->cfg->debug);
+    signal(SIGPIPE, SIG_IGN);
+    umask(027);
+
+    /* Many connections: raise the descriptor limit as far as allowed. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+
+    if (make_dir(d->cfg->state_directory, 0750) < 0)
+        log_fatal("cannot create state_directory %s", d->cfg->state_directory);
+    if (make_dir(d->cfg->queue_directory, 0750) < 0)
+        log_fatal("cannot create queue_directory %s", d->cfg->queue_directory);
+
+    evthread_use_pthreads();
+    d->base = event_base_new();
+    if (d->base == NULL)
+        log_fatalx("cannot create the event loop");
+    d->relay = relay_new(d->base, d->cfg->relay, d->cfg->hostname, (int)d->cfg->relay_connections,
+                         (int)d->cfg->relay_connect_timeout, (int)d->cfg->relay_timeout,
+                         (int)d->cfg->relay_data_timeout, (int)d->cfg->relay_idle_time, err,
+                         sizeof(err));
+    if (d->relay == NULL)
+        log_fatalx("%s", err);
+    d->queue = queue_mgr_new(d, err, sizeof(err));
+    if (d->queue == NULL)
+        log_fatalx("%s", err);
+
+    open_listeners(d);
+    if (control_open(d, err, sizeof(err)) < 0)
+        log_fatalx("%s", err);
+
+    int sigs[] = {SIGHUP, SIGTERM, SIGINT};
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+        signal_events[i] = evsignal_new(d->base, sigs[i], signal_cb, d);
+        evsignal_add(signal_events[i], NULL);
+    }
+    const char *wd = getenv("WATCHDOG_USEC");
+    if (wd && atoll(wd) > 0) {
+        long long us = atoll(wd) / 2;
+        struct timeval tv = {(time_t)(us / 1000000), (suseconds_t)(us % 1000000)};
+        watchdog_timer = event_new(d->base, -1, EV_PERSIST, watchdog_cb, NULL);
+        evtimer_add(watchdog_timer, &tv);
+    }
+
+    char lst[512] = "";
+    for (size_t i = 0; i < d->cfg->nlisten; i++)
+        snprintf(lst + strlen(lst), sizeof(lst) - strlen(lst), "%s%s", i ? " " : "",
+                 d->cfg->listen[i]);
+    log_info("daemon started -- version %s, configuration %s, listening on %s, relay %s",
+             SCANRELAY_VERSION, d->cfg->path ? d->cfg->path : "(built-in defaults)", lst,
+             d->cfg->relay);
+    sd_notify_msg("READY=1");
+
+    event_base_dispatch(d->base);
+
+    /*
+     * Tear down.
+     */
+    log_info("stopped: %llu received, %llu relayed, %llu rejected, %llu deferred",
+             (unsigned long long)d->stat_received, (unsigned long long)d->stat_relayed,
+             (unsigned long long)d->stat_rejected, (unsigned long long)d->stat_deferred);
+    control_close();
+    queue_mgr_free(d->queue);
+    relay_free(d->relay);
+    if (shutdown_timer)
+        event_free(shutdown_timer);
+    if (watchdog_timer)
+        event_free(watchdog_timer);
+    for (size_t i = 0; i < sizeof(signal_events) / sizeof(signal_events[0]); i++)
+        if (signal_events[i])
+            event_free(signal_events[i]);
+    free(d->xfnets);
+    free(d->listeners);
+    config_free(d->cfg);
+    event_base_free(d->base);
+    return 0;
+}

@@ -1,0 +1,14 @@
+/* smtpd.h - inbound SMTP sessions over libevent (see smtpd.c). */
+#ifndef SR_SMTPD_H
+#define SR_SMTPD_H
+
+#include <sys/socket.h>
+
+struct daemon;
+
+/* A new client connection (from the listener). */
+void smtpd_accept(struct daemon *d, int fd, const struct sockaddr *sa, int salen);
+/* Shutdown: close idle sessions with 421; busy ones finish their transaction first. */
+void smtpd_shutdown_all(struct daemon *d);
+
+#endif
