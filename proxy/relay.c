@@ -89,7 +89,8 @@ struct relay_conn {
     int prefix_sent;
     int at_line_start, last_lf;
     struct event *idle_ev;
-    int *gone;              /* set to 1 by conn_free, for callers still looping */
+    int busy;               /* conn_read_cb is looping: conn_free defers free() */
+    int dead;               /* conn_free ran while busy */
     struct relay_conn *next, *prev;
     double t_setup_start;
 };
@@ -394,8 +395,6 @@ conn_free(struct relay_conn *c)
     if (c->next)
         c->next->prev = c->prev;
     r->nconns--;
-    if (c->gone)
-        *c->gone = 1;
     if (c->idle_ev)
         event_free(c->idle_ev);
     if (c->bev)
@@ -403,7 +402,15 @@ conn_free(struct relay_conn *c)
     free(c->exp);
     free(c->cmds);
     free(c->cmd_off);
-    free(c);
+    c->bev = NULL;
+    c->idle_ev = NULL;
+    c->exp = NULL;
+    c->cmds = NULL;
+    c->cmd_off = NULL;
+    if (c->busy)
+        c->dead = 1;
+    else
+        free(c);
 }
 
 static void
@@ -895,10 +902,9 @@ conn_read_cb(struct bufferevent *bev, void *arg)
 {
     struct relay_conn *c = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
-    int gone = 0;
 
-    c->gone = &gone;
-    while (!gone && evbuffer_get_length(in) > 0) {
+    c->busy = 1;
+    while (!c->dead && evbuffer_get_length(in) > 0) {
         struct evbuffer_iovec v;
         if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
             break;
@@ -940,8 +946,9 @@ conn_read_cb(struct bufferevent *bev, void *arg)
         }
         /* The handlers may have freed c (conn_fail): the loop checks. */
     }
-    if (!gone)
-        c->gone = NULL;
+    c->busy = 0;
+    if (c->dead)
+        free(c);
 }
 
 static void
