@@ -92,25 +92,6 @@ body_pread(void *ctx, void *buf, size_t len, off_t off)
     return spool_pread(ctx, buf, len, off);
 }
 
-/* "to=<a>,<b>" for the recipients of one class. */
-static void
-fmt_rcpts(const struct msg_tx *tx, int cls, char *out, size_t outlen)
-{
-    size_t o = 0;
-    out[0] = '\0';
-    for (size_t i = 0; i < tx->env->nrcpt; i++) {
-        if ((int)tx->res[i].cls != cls || (tx->env->rcpt[i].state != RCPT_PENDING &&
-                                           tx->env->rcpt[i].state != RCPT_DEFERRED))
-            continue;
-        int w = snprintf(out + o, outlen - o, "%s<%s>", o ? "," : "", tx->env->rcpt[i].addr);
-        if (w < 0 || (size_t)w >= outlen - o) {
-            snprintf(out + outlen - 5, 5, "...");
-            return;
-        }
-        o += (size_t)w;
-    }
-}
-
 /* First result of a class, for dsn= and status text. */
 static const struct relay_rcpt_result *
 first_of(const struct msg_tx *tx, int cls)
@@ -121,25 +102,30 @@ first_of(const struct msg_tx *tx, int cls)
     return NULL;
 }
 
-/* One Postfix-style log line for the recipients of one class. */
+/*
+ * Postfix-style log lines for the recipients of one class: one line per
+ * recipient (as Postfix does), so `grep 'to=<x>'` finds every outcome;
+ * a single-recipient message gets exactly one line.
+ */
 static void
 pipeline_log(const struct msg_tx *tx, int cls, const char *action, const char *status,
              const char *text)
 {
-    char rc[2048];
-    const struct relay_rcpt_result *r = first_of(tx, cls);
     double now = pipeline_now();
     double a = tx->t_received - tx->t_begin;
-    double b = tx->job.t_wait;
-    double c = tx->job.t_conn;
-    double dd = tx->job.t_xfer;
-    fmt_rcpts(tx, cls, rc, sizeof(rc));
-    log_info("%s: from=<%s>, to=%s, size=%lld, client=%s, result=%s, action=%s, relay=%s, "
-             "delay=%.2f, delays=%.2f/%.2f/%.2f/%.2f, dsn=%s, status=%s (%s)",
-             tx->qid, tx->env->sender ? tx->env->sender : "", rc, (long long)tx->size,
-             tx->client, tx->d->cfg->scan.enabled ? "clean" : "unscanned", action,
-             tx->job.relay_name[0] ? tx->job.relay_name : "none", now - tx->t_begin, a, b, c, dd,
-             r ? r->dsn : "4.0.0", status, text ? text : (r ? r->text : ""));
+    for (size_t i = 0; i < tx->env->nrcpt; i++) {
+        const struct relay_rcpt_result *r = &tx->res[i];
+        if ((int)r->cls != cls)
+            continue;
+        log_info("%s: from=<%s>, to=<%s>, size=%lld, client=%s, result=%s, action=%s, "
+                 "relay=%s, delay=%.2f, delays=%.2f/%.2f/%.2f/%.2f, dsn=%s, status=%s (%s)",
+                 tx->qid, tx->env->sender ? tx->env->sender : "", tx->env->rcpt[i].addr,
+                 (long long)tx->size, tx->client,
+                 tx->d->cfg->scan.enabled ? "clean" : "unscanned", action,
+                 tx->job.relay_name[0] ? tx->job.relay_name : "none", now - tx->t_begin, a,
+                 tx->job.t_wait, tx->job.t_conn, tx->job.t_xfer, r->dsn[0] ? r->dsn : "4.0.0",
+                 status, text ? text : r->text);
+    }
 }
 
 /* Entered the queue (or failed to): answer. */

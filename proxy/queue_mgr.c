@@ -425,7 +425,9 @@ bounce_now_done(void *arg)
     }
     free(b->dsn);
     free(b->to);
+    struct daemon *d = b->q->d;
     free(b);
+    daemon_check_exit(d);
 }
 
 void
@@ -974,6 +976,12 @@ queue_mgr_control(struct queue_mgr *q, const char *verb, char **ids, int n,
     snprintf(msg, msglen, "%d message%s %s%s", done, done == 1 ? "" : "s", past,
              failed ? " (some IDs failed)" : "");
     return failed && !done ? -1 : 0;
+}
+
+int
+queue_mgr_busy(const struct queue_mgr *q)
+{
+    return workq_pending(q->wq) + q->nactive;
 }
 
 void

@@ -43,6 +43,9 @@ int queue_mgr_control(struct queue_mgr *q, const char *verb, char **ids, int n,
                       void (*out)(void *arg, const char *line), void *arg, char *msg,
                       size_t msglen);
 
+/* Writes or post-delivery updates still running (shutdown waits for them). */
+int queue_mgr_busy(const struct queue_mgr *q);
+
 /* Counts for `scanrelay status`. */
 void queue_mgr_counts(const struct queue_mgr *q, size_t *deferred, size_t *held, size_t *active);
 

@@ -58,12 +58,13 @@ enum conn_state {
     C_DATA_SEND, /* streaming the body */
     C_DATA_END,  /* waiting for the end-of-data reply */
     C_QUIT,      /* closing after QUIT is flushed */
+    C_RSET,      /* after a failed transaction: RSET before caching */
 };
 
 static const char *const conn_state_what[] = {
     "connecting", "receiving the initial server greeting", "performing the EHLO handshake",
     "performing the HELO handshake", "idle", "sending the envelope", "sending message content",
-    "sending end of data", "closing"};
+    "sending end of data", "closing", "resetting the session"};
 
 enum exp_kind { E_RSET, E_XFORWARD, E_MAIL, E_RCPT, E_DATA };
 
@@ -464,6 +465,13 @@ conn_go_idle(struct relay_conn *c)
         conn_start_job(c);
         return;
     }
+    if (c->dirty) {
+        /* Reset the server's state now, not when the next job comes. */
+        c->state = C_RSET;
+        conn_set_timeout(c, r->cmd_timeout);
+        conn_write(c, "RSET\r\n", 6);
+        return;
+    }
     struct timeval tv = {r->idle_time, 0};
     /* No read timeout while idle: the idle timer decides. */
     bufferevent_set_timeouts(c->bev, NULL, NULL);
@@ -743,10 +751,13 @@ tx_reply(struct relay_conn *c, const struct smtp_reply *rep)
         c->dirty = 1;
         if (rep->code == 354) {
             if (c->mail_failed || c->naccepted == 0) {
-                /* Nothing to deliver: end the empty message right away. */
-                conn_write(c, ".\r\n", 3);
-                c->state = C_DATA_END;
-                c->naccepted = 0;
+                /* 354 although no recipient was accepted (e.g. smtp-sink):
+                 * drop the connection rather than send an empty message. */
+                struct relay *r = c->r;
+                c->job = NULL;
+                job_finish(r, j);
+                conn_free(c);
+                relay_dispatch(r);
                 return;
             }
             conn_start_body(c);
@@ -940,6 +951,14 @@ conn_read_cb(struct bufferevent *bev, void *arg)
             /* e.g. 421 timeout from the server: drop the connection. */
             conn_free(c);
             return;
+        case C_RSET:
+            if (rep.code / 100 != 2) {
+                conn_free(c);
+                return;
+            }
+            c->dirty = 0;
+            conn_go_idle(c);
+            break;
         default:
             setup_reply(c, &rep);
             break;

@@ -280,7 +280,8 @@ void
 daemon_check_exit(struct daemon *d)
 {
     if (d->shutting_down && d->nsessions == 0 && d->ntx == 0 &&
-        (d->relay == NULL || relay_busy(d->relay) == 0))
+        (d->relay == NULL || relay_busy(d->relay) == 0) &&
+        (d->queue == NULL || queue_mgr_busy(d->queue) == 0))
         event_base_loopexit(d->base, NULL);
 }
 

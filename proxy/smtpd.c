@@ -58,6 +58,7 @@ struct smtpd_session {
 static void session_free(struct smtpd_session *s);
 static void session_input(struct smtpd_session *s);
 static void session_maybe_free(struct smtpd_session *s);
+static void ops_close(void *arg);
 
 /*
  * Protocol engine callbacks.
@@ -75,8 +76,6 @@ ops_data_begin(void *arg)
     struct smtpd_session *s = arg;
     struct daemon *d = s->d;
 
-    if (d->shutting_down)
-        return -1;
     s->body = spool_new((size_t)d->cfg->body_memory_limit, d->cfg->state_directory);
     if (s->body == NULL)
         return -1;
@@ -112,7 +111,11 @@ tx_done(struct msg_tx *tx, const char *reply, void *arg)
     s->tx = NULL;
     s->in_callback++;
     smtpd_proto_tx_done(&s->proto, reply);
-    if (s->d->shutting_down && s->proto.state == SMTPD_S_IDLE)
+    if (strncmp(reply, "421", 3) == 0) {
+        /* Overload: the reply said we close. */
+        s->proto.state = SMTPD_S_QUIT;
+        ops_close(s);
+    } else if (s->d->shutting_down && s->proto.state == SMTPD_S_IDLE)
         smtpd_proto_shutdown(&s->proto, "421 4.3.2 Service shutting down, closing connection");
     if (!s->closing) {
         bufferevent_enable(s->bev, EV_READ);

@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "smtp_cmd.h"
 #include "smtpd_proto.h"
@@ -176,6 +177,13 @@ do_mail(struct smtpd_proto *p, char *args)
     int rc = smtp_cmd_parse_path(args, 1, &pc, &bad);
     if (rc == SMTP_PATH_ESYNTAX) {
         reply_error(p, "501 5.5.4 Syntax: MAIL FROM:<address>");
+        return;
+    }
+    /* bad is the parameter name; its value follows the NUL that replaced '='. */
+    if (rc == SMTP_PATH_EPARAM && bad && strcasecmp(bad, "SIZE") == 0 && bad[5] != '\0' &&
+        bad[5 + strspn(bad + 5, "0123456789")] == '\0') {
+        /* A SIZE too large to represent is too large for us. */
+        reply(p, "552 5.3.4 Message size exceeds fixed limit");
         return;
     }
     if (rc == SMTP_PATH_EPARAM) {
