@@ -257,6 +257,7 @@ static cfg_opt_t top_opts[] = {
 /* Error text collected by the libconfuse error hook (one load at a time). */
 static __thread char *cf_err;
 static __thread size_t cf_errlen;
+static __thread const char *cf_path;
 
 static void
 cf_errfunc(cfg_t *cfg, const char *fmt, va_list ap)
@@ -264,11 +265,60 @@ cf_errfunc(cfg_t *cfg, const char *fmt, va_list ap)
     char msg[512];
     vsnprintf(msg, sizeof(msg), fmt, ap);
     if (cf_err && cf_err[0] == '\0') {
-        if (cfg && cfg->filename)
-            snprintf(cf_err, cf_errlen, "%s:%d: %s", cfg->filename, cfg->line, msg);
+        if (cfg && cf_path)
+            snprintf(cf_err, cf_errlen, "%s:%d: %s", cf_path, cfg->line, msg);
         else
             snprintf(cf_err, cf_errlen, "%s", msg);
     }
+}
+
+/*
+ * Read the file with its comments blanked out. libconfuse 3.3 miscounts
+ * line numbers after '#' comments (and refuses comments inside lists), so
+ * the parser gets the text without them, every line break kept: error
+ * line numbers stay true. A '#' inside a quoted string is kept.
+ */
+static char *
+read_without_comments(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return NULL;
+    size_t cap = 8192, len = 0;
+    char *buf = xmalloc(cap);
+    int c, inq = 0, incomment = 0, esc = 0;
+    while ((c = getc(f)) != EOF) {
+        if (c == '\n') {
+            inq = incomment = esc = 0;
+        } else if (incomment) {
+            continue;
+        } else if (inq) {
+            if (esc)
+                esc = 0;
+            else if (c == '\\')
+                esc = 1;
+            else if (c == inq)
+                inq = 0;
+        } else if (c == '"' || c == '\'') {
+            inq = c;
+        } else if (c == '#') {
+            incomment = 1;
+            continue;
+        }
+        if (len + 2 > cap) {
+            cap *= 2;
+            buf = xrealloc(buf, cap);
+        }
+        buf[len++] = (char)c;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        free(buf);
+        return NULL;
+    }
+    buf[len] = '\0';
+    return buf;
 }
 
 /* Resolve a configured path against the config file's folder. */
@@ -319,13 +369,21 @@ config_load(const char *path, int explicit_path, char *err, size_t errlen)
 
     cfg = cfg_init(top_opts, CFGF_NONE);
     cfg_set_error_function(cfg, cf_errfunc);
+    cf_path = path;
     if (have_file) {
-        int rc = cfg_parse(cfg, path);
+        char *text = read_without_comments(path);
+        if (text == NULL) {
+            snprintf(err, errlen, "%s: %s", path, strerror(errno));
+            cfg_free(cfg);
+            return NULL;
+        }
+        int rc = cfg_parse_buf(cfg, text);
+        free(text);
         if (rc != CFG_SUCCESS) {
             if (err[0] == '\0')
-                snprintf(err, errlen, "%s: %s", path,
-                         rc == CFG_FILE_ERROR ? strerror(errno) : "parse error");
+                snprintf(err, errlen, "%s: parse error", path);
             cfg_free(cfg);
+            cf_path = NULL;
             return NULL;
         }
         char *slash = strrchr(path, '/');
@@ -472,6 +530,7 @@ config_load(const char *path, int explicit_path, char *err, size_t errlen)
     cfg_free(cfg);
     free(dir);
     cf_err = NULL;
+    cf_path = NULL;
     return c;
 
 bad:
@@ -479,6 +538,7 @@ bad:
     free(dir);
     config_free(c);
     cf_err = NULL;
+    cf_path = NULL;
     return NULL;
 }
 

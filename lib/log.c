@@ -2,7 +2,9 @@
  * log.c - the one logging API.
  *
  * Lines go to syslog (facility mail, ident given to log_init) or, for
- * foreground and systemd use, to stderr as "ident[pid]: text". Levels:
+ * foreground use, to stderr as "ident[pid]: text". Under systemd
+ * (JOURNAL_STREAM set) stderr lines carry a "<N>" priority prefix instead,
+ * since the journal adds ident and pid itself. Levels:
  * debug (only when enabled), info, warning, fatal (exit 1), panic
  * (abort). The *_x variants log the text as given; the others append
  * ": " and strerror(errno), like OpenSMTPD's log.c.
@@ -23,12 +25,14 @@
 static const char *log_ident = "scanrelay";
 static int log_stderr = 1;
 static int log_debug_on;
+static int log_journal;
 
 void
 log_init(const char *ident, int to_stderr)
 {
     log_ident = ident;
     log_stderr = to_stderr;
+    log_journal = to_stderr && getenv("JOURNAL_STREAM") != NULL;
     if (!to_stderr)
         openlog(ident, LOG_PID | LOG_NDELAY, LOG_MAIL);
 }
@@ -69,7 +73,9 @@ log_vemit(int pri, const char *prefix, int errnum, const char *fmt, va_list ap)
 
     if (log_stderr) {
         char out[4200];
-        int len = snprintf(out, sizeof(out), "%s[%ld]: %s\n", log_ident, (long)getpid(), line);
+        int len = log_journal
+                      ? snprintf(out, sizeof(out), "<%d>%s\n", pri, line)
+                      : snprintf(out, sizeof(out), "%s[%ld]: %s\n", log_ident, (long)getpid(), line);
         if (len > (int)sizeof(out) - 1)
             len = sizeof(out) - 1;
         ssize_t w = write(STDERR_FILENO, out, (size_t)len);

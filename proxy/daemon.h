@@ -14,6 +14,9 @@ struct relay;
 struct smtpd_session;
 struct evconnlistener;
 struct queue_mgr;
+struct scan_pool;
+struct engine_holder;
+struct event;
 
 /* An address range for xforward_networks. */
 struct netmask {
@@ -30,6 +33,16 @@ struct daemon {
     size_t nxfnets;
     struct relay *relay;
     struct queue_mgr *queue;       /* the deferred queue, or NULL */
+    struct engine_holder *engines; /* the libclamav engine and its reload, or NULL */
+    struct scan_pool *scan_pool;   /* scan threads, or NULL when scanning is off */
+    struct event *db_check_ev;     /* periodic signature directory check */
+    struct event *db_watch_ev;     /* inotify on the signature directory */
+    struct event *db_settle_ev;    /* short delay after a change before checking */
+    struct event *reload_ev;       /* a reload finished (from the reload thread) */
+    int reload_ok;
+    char reload_msg[512];
+    struct sr_config **retired;    /* old configs still used by messages in flight */
+    size_t nretired;
     struct evconnlistener **listeners;
     size_t nlisteners;
     struct smtpd_session *sessions; /* all open sessions */
@@ -37,6 +50,7 @@ struct daemon {
     int ntx;                        /* transactions in flight (pipeline) */
     int shutting_down;
     uint64_t stat_received, stat_relayed, stat_rejected, stat_deferred, stat_bounced;
+    uint64_t stat_quarantined, stat_discarded;
 };
 
 /* Parse "a.b.c.d/n" or "v6/n"; 0 ok, -1 bad. */
@@ -48,6 +62,8 @@ int netmask_match(const struct netmask *nets, size_t n, const struct sockaddr *s
 int daemon_apply_config(struct daemon *d, char *err, size_t errlen);
 /* Re-read the configuration file (SIGHUP, `scanrelay reload`); 0 ok, -1 kept old (msg says why). */
 int daemon_reload(struct daemon *d, char *msg, size_t msglen);
+/* Free retired configurations once no message in flight uses them. */
+void daemon_release_configs(struct daemon *d);
 /* Called by sessions and the pipeline when something finished during shutdown. */
 void daemon_check_exit(struct daemon *d);
 

@@ -21,15 +21,20 @@
  * itself after calling done (which the session may have cleared).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "daemon.h"
 #include "log.h"
 #include "pipeline.h"
 #include "queue_mgr.h"
+#include "rewrite.h"
+#include "scan.h"
 #include "spool.h"
 
 double
@@ -60,6 +65,8 @@ msg_tx_new(struct daemon *d, const char *qid, struct envelope *env, struct spool
     snprintf(tx->client, sizeof(tx->client), "%s", client);
     tx->t_begin = t_begin;
     tx->t_received = pipeline_now();
+    tx->cfg = d->cfg;
+    tx->result = "unscanned";
     d->ntx++;
     return tx;
 }
@@ -72,8 +79,11 @@ msg_tx_free(struct msg_tx *tx)
     spool_free(tx->body);
     free(tx->prefix);
     free(tx->res);
+    if (tx->scanned)
+        scan_result_free(&tx->sjob.result);
     free(tx);
     d->ntx--;
+    daemon_release_configs(d);
     daemon_check_exit(d);
 }
 
@@ -102,6 +112,41 @@ first_of(const struct msg_tx *tx, int cls)
     return NULL;
 }
 
+/* ", virus=NAME, part=LOCATION" when the verdict found something. */
+struct details {
+    char s[600];
+};
+
+static struct details
+verdict_details(const struct msg_tx *tx)
+{
+    struct details d = {""};
+    if (!tx->scanned)
+        return d;
+    const struct scan_result *r = &tx->sjob.result;
+    size_t o = 0;
+    if (r->virus)
+        o += (size_t)snprintf(d.s + o, sizeof(d.s) - o, ", virus=%.200s", r->virus);
+    if (r->location && o < sizeof(d.s))
+        snprintf(d.s + o, sizeof(d.s) - o, ", part=%.300s", r->location);
+    return d;
+}
+
+/* One line per recipient for an outcome decided by the verdict (no delivery). */
+static void
+log_verdict(const struct msg_tx *tx, const char *action, const char *dsn, const char *status,
+            const char *text)
+{
+    double now = pipeline_now();
+    for (size_t i = 0; i < tx->env->nrcpt; i++)
+        log_info("%s: from=<%s>, to=<%s>, size=%lld, client=%s, result=%s%s, action=%s, "
+                 "relay=none, delay=%.2f, delays=%.2f/%.2f/0/0, dsn=%s, status=%s (%s)",
+                 tx->qid, tx->env->sender ? tx->env->sender : "", tx->env->rcpt[i].addr,
+                 (long long)tx->size, tx->client, tx->result, verdict_details(tx).s, action,
+                 now - tx->t_begin, tx->t_received - tx->t_begin,
+                 tx->scanned ? tx->sjob.wait_time + tx->sjob.run_time : 0.0, dsn, status, text);
+}
+
 /*
  * Postfix-style log lines for the recipients of one class: one line per
  * recipient (as Postfix does), so `grep 'to=<x>'` finds every outcome;
@@ -117,11 +162,11 @@ pipeline_log(const struct msg_tx *tx, int cls, const char *action, const char *s
         const struct relay_rcpt_result *r = &tx->res[i];
         if ((int)r->cls != cls)
             continue;
-        log_info("%s: from=<%s>, to=<%s>, size=%lld, client=%s, result=%s, action=%s, "
+        log_info("%s: from=<%s>, to=<%s>, size=%lld, client=%s, result=%s%s, action=%s, "
                  "relay=%s, delay=%.2f, delays=%.2f/%.2f/%.2f/%.2f, dsn=%s, status=%s (%s)",
                  tx->qid, tx->env->sender ? tx->env->sender : "", tx->env->rcpt[i].addr,
-                 (long long)tx->size, tx->client,
-                 tx->d->cfg->scan.enabled ? "clean" : "unscanned", action,
+                 (long long)tx->size, tx->client, tx->result, verdict_details(tx).s,
+                 tx->action ? tx->action : action,
                  tx->job.relay_name[0] ? tx->job.relay_name : "none", now - tx->t_begin, a,
                  tx->job.t_wait, tx->job.t_conn, tx->job.t_xfer, r->dsn[0] ? r->dsn : "4.0.0",
                  status, text ? text : r->text);
@@ -240,11 +285,244 @@ start_delivery(struct msg_tx *tx)
     relay_submit(tx->d->relay, j);
 }
 
+/*
+ * The scan stage: verdict and action.
+ */
+
+/* Header lines of the verdict (X-Virus-Scanned, X-Virus-Status) as one CRLF block. */
+static int
+set_prefix(struct msg_tx *tx)
+{
+    const struct scan_result *r = &tx->sjob.result;
+    size_t n = 0;
+    for (size_t i = 0; i < r->nheaders; i++)
+        n += strlen(r->headers[i]) + 2;
+    free(tx->prefix);
+    tx->prefix = NULL;
+    tx->prefixlen = 0;
+    if (n == 0)
+        return 0;
+    char *p = malloc(n + 1);
+    if (p == NULL)
+        return -1;
+    size_t o = 0;
+    for (size_t i = 0; i < r->nheaders; i++) {
+        size_t l = strlen(r->headers[i]);
+        memcpy(p + o, r->headers[i], l);
+        memcpy(p + o + l, "\r\n", 2);
+        o += l + 2;
+    }
+    p[o] = '\0';
+    tx->prefix = p;
+    tx->prefixlen = o;
+    return 0;
+}
+
+/* Work jobs (pool threads): strip rewrite and quarantine copy. */
+struct side_job {
+    struct scan_job job;
+    struct msg_tx *tx;
+    struct spool *out;
+    int rc, err;
+    char path[4096];
+};
+
+static void
+strip_work(struct scan_job *job, struct sr_engine *e)
+{
+    struct side_job *sj = job->user;
+    struct msg_tx *tx = sj->tx;
+    const struct scan_result *r = &tx->sjob.result;
+    const char *lines[SCAN_MAX_HEADERS];
+    struct rewrite_strip_part parts[r->nstrips ? r->nstrips : 1];
+    (void)e;
+
+    for (size_t i = 0; i < r->nheaders; i++)
+        lines[i] = r->headers[i];
+    for (size_t i = 0; i < r->nstrips; i++) {
+        parts[i].raw_begin = r->strips[i].raw_begin;
+        parts[i].raw_end = r->strips[i].raw_end;
+        parts[i].filename = r->strips[i].filename;
+        parts[i].reason = r->strips[i].reason;
+    }
+    sj->out = spool_new((size_t)tx->cfg->body_memory_limit, tx->cfg->state_directory);
+    if (sj->out == NULL) {
+        sj->rc = -1;
+        sj->err = ENOMEM;
+        return;
+    }
+    struct rewrite_io in = rewrite_io_spool(tx->body), out = rewrite_io_spool(sj->out);
+    sj->rc = rewrite_message(&in, lines, r->nheaders, parts, r->nstrips, &out);
+    sj->err = sj->rc < 0 ? errno : 0;
+}
+
+/* Until the quarantine store is wired in: one file per message under
+ * state_directory/quarantine/, the verdict's headers first. */
+static void
+quarantine_work(struct scan_job *job, struct sr_engine *e)
+{
+    struct side_job *sj = job->user;
+    struct msg_tx *tx = sj->tx;
+    (void)e;
+    snprintf(sj->path, sizeof(sj->path), "%s/quarantine", tx->cfg->state_directory);
+    mkdir(sj->path, 0750);
+    snprintf(sj->path, sizeof(sj->path), "%s/quarantine/%s.eml", tx->cfg->state_directory,
+             tx->qid);
+    int fd = open(sj->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+    sj->rc = -1;
+    if (fd < 0) {
+        sj->err = errno;
+        return;
+    }
+    if ((tx->prefixlen == 0 || write(fd, tx->prefix, tx->prefixlen) == (ssize_t)tx->prefixlen) &&
+        spool_copy_to_fd(tx->body, fd) == 0 && fsync(fd) == 0)
+        sj->rc = 0;
+    sj->err = sj->rc < 0 ? errno : 0;
+    close(fd);
+    if (sj->rc < 0)
+        unlink(sj->path);
+}
+
+static void
+side_done(struct scan_job *job, void *arg)
+{
+    struct side_job *sj = arg;
+    struct msg_tx *tx = sj->tx;
+    const struct scan_result *r = &tx->sjob.result;
+    char reply[700];
+    (void)job;
+
+    if (job->work == strip_work) {
+        if (job->status != SCAN_JOB_DONE || sj->rc < 0) {
+            log_warnx("%s: cannot strip the message: %s", tx->qid,
+                      sj->err ? strerror(sj->err) : "cancelled");
+            spool_free(sj->out);
+            log_verdict(tx, "rejected", "4.3.0", "deferred", "strip failed");
+            tx_finish(tx, "451 4.3.0 Error: cannot rewrite the message, try again later");
+        } else {
+            spool_free(tx->body);
+            tx->body = sj->out;
+            free(tx->prefix); /* the rewrite put the headers in */
+            tx->prefix = NULL;
+            tx->prefixlen = 0;
+            tx->action = "stripped";
+            start_delivery(tx);
+        }
+    } else {
+        if (job->status != SCAN_JOB_DONE || sj->rc < 0) {
+            log_warnx("%s: cannot quarantine the message: %s", tx->qid,
+                      sj->err ? strerror(sj->err) : "cancelled");
+            log_verdict(tx, "rejected", "4.3.0", "deferred", "quarantine failed");
+            tx_finish(tx, sj->err == ENOSPC ? "452 4.3.1 Insufficient system storage"
+                                            : "451 4.3.0 Error: cannot quarantine, try again later");
+        } else {
+            log_verdict(tx, "quarantined", "2.7.0", "quarantined", r->reason ? r->reason : "");
+            tx->d->stat_quarantined++;
+            snprintf(reply, sizeof(reply), "250 2.7.0 Ok: quarantined as %s (%.500s)", tx->qid,
+                     r->reason ? r->reason : "policy");
+            tx_finish(tx, reply);
+        }
+    }
+    free(sj);
+}
+
+static void
+side_start(struct msg_tx *tx, void (*work)(struct scan_job *, struct sr_engine *))
+{
+    struct side_job *sj = calloc(1, sizeof(*sj));
+    if (sj == NULL) {
+        log_verdict(tx, "rejected", "4.3.0", "deferred", "out of memory");
+        tx_finish(tx, "451 4.3.0 Error: out of memory, try again later");
+        return;
+    }
+    sj->tx = tx;
+    sj->job.work = work;
+    sj->job.user = sj;
+    sj->job.fd = -1;
+    sj->job.cfg = tx->cfg;
+    if (scan_pool_submit(tx->d->scan_pool, &sj->job, side_done, sj) < 0) {
+        free(sj);
+        log_verdict(tx, "rejected", "4.3.2", "deferred", "scanner busy");
+        tx_finish(tx, "421 4.3.2 Error: scanner overloaded, try again later");
+    }
+}
+
+static void
+scan_done(struct scan_job *job, void *arg)
+{
+    struct msg_tx *tx = arg;
+    struct scan_result *r = &job->result;
+    char reply[700];
+
+    if (job->status == SCAN_JOB_CANCELLED) {
+        log_verdict(tx, "rejected", "4.3.0", "deferred", "scanner shut down");
+        tx_finish(tx, "451 4.3.0 Error: shutting down, try again later");
+        return;
+    }
+    tx->scanned = 1;
+    tx->result = r->result ? r->result : scan_result_word(r->kind);
+    if (set_prefix(tx) < 0) {
+        log_verdict(tx, "rejected", "4.3.0", "deferred", "out of memory");
+        tx_finish(tx, "451 4.3.0 Error: out of memory, try again later");
+        return;
+    }
+    const char *why = r->reason ? r->reason : tx->result;
+    switch (r->action) {
+    case SR_ACTION_DELIVER:
+        start_delivery(tx);
+        return;
+    case SR_ACTION_TAG:
+        tx->action = "tagged";
+        start_delivery(tx);
+        return;
+    case SR_ACTION_STRIP:
+        side_start(tx, strip_work);
+        return;
+    case SR_ACTION_QUARANTINE:
+        side_start(tx, quarantine_work);
+        return;
+    case SR_ACTION_DISCARD:
+        log_verdict(tx, "discarded", "2.7.0", "discarded", why);
+        tx->d->stat_discarded++;
+        snprintf(reply, sizeof(reply), "250 2.7.0 Ok: discarded as %s (%.500s)", tx->qid, why);
+        tx_finish(tx, reply);
+        return;
+    case SR_ACTION_REJECT:
+        log_verdict(tx, "rejected", "5.7.1", "rejected", why);
+        tx->d->stat_rejected++;
+        snprintf(reply, sizeof(reply), "554 5.7.1 Rejected: %.500s", why);
+        tx_finish(tx, reply);
+        return;
+    case SR_ACTION_DEFER:
+    default:
+        log_verdict(tx, "rejected", "4.3.0", "deferred", why);
+        snprintf(reply, sizeof(reply), "451 4.3.0 Error: message could not be scanned (%.400s), "
+                 "try again later", why);
+        tx_finish(tx, reply);
+        return;
+    }
+}
+
 void
 pipeline_start(struct msg_tx *tx)
 {
-    tx->d->stat_received++;
-    /* The scan stage (verdict and action) slots in here; without it the
-     * message goes straight to delivery. */
-    start_delivery(tx);
+    struct daemon *d = tx->d;
+    d->stat_received++;
+    if (d->scan_pool == NULL || !tx->cfg->scan.enabled) {
+        start_delivery(tx);
+        return;
+    }
+    struct scan_job *j = &tx->sjob;
+    j->data = spool_memory(tx->body);
+    j->fd = j->data ? -1 : spool_fd(tx->body);
+    j->len = (size_t)spool_size(tx->body);
+    j->nrcpts = (int)tx->env->nrcpt;
+    j->cfg = tx->cfg;
+    if (scan_pool_submit(d->scan_pool, j, scan_done, tx) < 0) {
+        int busy = errno == EAGAIN;
+        log_verdict(tx, "rejected", "4.3.2", "deferred",
+                    busy ? "too many messages waiting for a scan" : "shutting down");
+        tx_finish(tx, busy ? "421 4.3.2 Error: scanner overloaded, try again later"
+                           : "451 4.3.0 Error: shutting down, try again later");
+    }
 }

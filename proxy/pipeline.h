@@ -7,6 +7,7 @@
 #include "envelope.h"
 #include "qid.h"
 #include "relay.h"
+#include "scan_pool.h"
 
 struct daemon;
 struct spool;
@@ -22,6 +23,11 @@ struct msg_tx {
     double t_received;         /* final dot */
     char *prefix;              /* header lines to add, owned */
     size_t prefixlen;
+    const struct sr_config *cfg; /* the configuration this message started with */
+    struct scan_job sjob;      /* the scan; sjob.result is the verdict */
+    int scanned;               /* sjob.result is valid */
+    const char *result;        /* log result=: unscanned, clean, virus, policy, error */
+    const char *action;        /* what the verdict did, for the log */
     struct relay_job job;
     struct relay_rcpt_result *res;
     /* The session's callback with the reply line(s) to send upstream.

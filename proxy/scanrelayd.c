@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <dirent.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -33,7 +34,10 @@
 #include "config.h"
 #include "control.h"
 #include "daemon.h"
+#include "engine.h"
 #include "log.h"
+#include "mime.h"
+#include "scan_pool.h"
 #include "queue_mgr.h"
 #include "relay.h"
 #include "smtpd.h"
@@ -270,10 +274,154 @@ daemon_reload(struct daemon *d, char *msg, size_t msglen)
         strcmp(old->control_socket, nc->control_socket))
         log_warnx("reload: listen, state_directory, queue_directory and control_socket "
                   "changes take effect after a restart");
-    config_free(old);
-    log_info("reload: configuration %s reloaded", nc->path ? nc->path : "(built-in defaults)");
-    snprintf(msg, msglen, "configuration reloaded");
+    /* Messages in flight may still read the old configuration. */
+    struct sr_config **nr = realloc(d->retired, (d->nretired + 1) * sizeof(*nr));
+    if (nr) {
+        d->retired = nr;
+        d->retired[d->nretired++] = old;
+    }
+    daemon_release_configs(d);
+    if (d->engines) {
+        engine_holder_set_config(d->engines, &nc->virus);
+        engine_reload_async(d->engines);
+    }
+    log_info("reload: configuration %s reloaded%s", nc->path ? nc->path : "(built-in defaults)",
+             d->engines ? "; signature reload started" : "");
+    snprintf(msg, msglen, "configuration reloaded%s",
+             d->engines ? "; signature reload started" : "");
     return 0;
+}
+
+void
+daemon_release_configs(struct daemon *d)
+{
+    if (d->ntx > 0)
+        return;
+    for (size_t i = 0; i < d->nretired; i++)
+        config_free(d->retired[i]);
+    d->nretired = 0;
+}
+
+/*
+ * Signature databases: where, the first load, reloads.
+ */
+
+/* 1 when the folder holds something libclamav loads. */
+static int
+has_databases(const char *dir)
+{
+    static const char *const ext[] = {".cvd", ".cld", ".cud", ".ndb", ".hdb", ".hsb", ".ldb",
+                                      ".yar", ".yara", ".cdb", ".mdb", ".msb", ".ign2", ".fp"};
+    DIR *dp = opendir(dir);
+    int found = 0;
+    if (dp == NULL)
+        return 0;
+    struct dirent *de;
+    while (!found && (de = readdir(dp)) != NULL) {
+        const char *dot = strrchr(de->d_name, '.');
+        for (size_t i = 0; dot && i < sizeof(ext) / sizeof(ext[0]); i++)
+            if (strcmp(dot, ext[i]) == 0 && strcmp(dot, ".ign2") != 0 && strcmp(dot, ".fp") != 0)
+                found = 1;
+    }
+    closedir(dp);
+    return found;
+}
+
+/*
+ * Not installed and no ClamAV database: use the starter set shipped with
+ * the source so the quick start scans something, and say loudly that it
+ * is no protection.
+ */
+static void
+choose_database(struct sr_config *c)
+{
+    if (c->path != NULL || has_databases(c->virus.database_directory))
+        return;
+    const char *starter = SCANRELAY_SOURCE_DIR "/share/signatures";
+    if (!has_databases(starter))
+        return;
+    log_warnx("*** no ClamAV database in %s: using the starter signature set %s, which "
+              "detects only the EICAR test file. THIS IS NO PROTECTION. Install "
+              "clamav-freshclam (apt-get install clamav-freshclam) for real signatures. ***",
+              c->virus.database_directory, starter);
+    free(c->virus.database_directory);
+    c->virus.database_directory = xstrdup(starter);
+}
+
+static void
+reload_thread_cb(void *arg, int ok, const char *msg)
+{
+    struct daemon *d = arg;
+    d->reload_ok = ok;
+    snprintf(d->reload_msg, sizeof(d->reload_msg), "%s", msg ? msg : "");
+    event_active(d->reload_ev, 0, 0);
+}
+
+static void
+reload_done_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct daemon *d = arg;
+    (void)fd;
+    (void)what;
+    if (d->reload_ok)
+        log_info("signatures reloaded: %s", d->reload_msg);
+    else
+        log_warnx("signature reload failed, keeping the old engine: %s", d->reload_msg);
+}
+
+static void
+db_check_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct daemon *d = arg;
+    (void)fd;
+    (void)what;
+    if (engine_check_dir(d->engines) == 1)
+        log_info("signature database %s changed: reloading in the background",
+                 d->cfg->virus.database_directory);
+}
+
+static void
+db_watch_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct daemon *d = arg;
+    (void)fd;
+    (void)what;
+    if (engine_watch_read(d->engines) == 1) {
+        /* freshclam writes several files: check once it is done. */
+        struct timeval tv = {2, 0};
+        evtimer_add(d->db_settle_ev, &tv);
+    }
+}
+
+static void
+start_scanning(struct daemon *d)
+{
+    char err[1024];
+    struct sr_config *c = d->cfg;
+    d->engines = engine_holder_new(&c->virus, err, sizeof(err));
+    if (d->engines == NULL)
+        log_fatalx("cannot load the signature databases: %s", err);
+    d->reload_ev = event_new(d->base, -1, 0, reload_done_cb, d);
+    engine_holder_on_reload(d->engines, reload_thread_cb, d);
+    d->scan_pool = scan_pool_new(d->base, d->engines, c, (int)c->scan.threads,
+                                 (int)c->scan.max_pending, err, sizeof(err));
+    if (d->scan_pool == NULL)
+        log_fatalx("cannot start the scan threads: %s", err);
+    struct sr_engine *e = engine_holder_get(d->engines);
+    log_info("scanning with ClamAV %s, %u signatures from %s, %d scan threads", engine_version(),
+             engine_signatures(e), c->virus.database_directory, scan_pool_threads(d->scan_pool));
+    engine_unref(e);
+    if (c->virus.check_interval > 0) {
+        struct timeval tv = {c->virus.check_interval, 0};
+        d->db_check_ev = event_new(d->base, -1, EV_PERSIST, db_check_cb, d);
+        evtimer_add(d->db_check_ev, &tv);
+    }
+    int wfd = engine_watch_fd(d->engines);
+    if (wfd >= 0) {
+        d->db_watch_ev = event_new(d->base, wfd, EV_READ | EV_PERSIST, db_watch_cb, d);
+        event_add(d->db_watch_ev, NULL);
+        d->db_settle_ev = evtimer_new(d->base, db_check_cb, d);
+    }
 }
 
 void
@@ -417,8 +565,26 @@ main(int argc, char **argv)
         }
         relay_free(r);
         event_base_free(b);
+        if (d->cfg->scan.enabled) {
+            log_init("scanrelayd", 1);
+            choose_database(d->cfg);
+            struct engine_holder *h = NULL;
+            if (engine_global_init(err, sizeof(err)) < 0 ||
+                (h = engine_holder_new(&d->cfg->virus, err, sizeof(err))) == NULL) {
+                fprintf(stderr, "scanrelayd: %s: signature databases: %s\n",
+                        d->cfg->path ? d->cfg->path : "(defaults)", err);
+                return 1;
+            }
+            struct sr_engine *e = engine_holder_get(h);
+            printf("scanrelayd: %u signatures loaded from %s\n", engine_signatures(e),
+                   d->cfg->virus.database_directory);
+            engine_unref(e);
+            engine_holder_free(h);
+        }
         printf("scanrelayd: configuration %s is ok\n",
                d->cfg->path ? d->cfg->path : "(built-in defaults)");
+        config_free(d->cfg);
+        free(d->xfnets);
         return 0;
     }
 
@@ -439,6 +605,10 @@ main(int argc, char **argv)
     if (make_dir(d->cfg->queue_directory, 0750) < 0)
         log_fatal("cannot create queue_directory %s", d->cfg->queue_directory);
 
+    /* Without -f: detach (under systemd, the unit passes -f). */
+    if (!foreground && getenv("INVOCATION_ID") == NULL && daemon(0, 0) < 0)
+        log_fatal("cannot detach from the terminal");
+
     evthread_use_pthreads();
     d->base = event_base_new();
     if (d->base == NULL)
@@ -452,6 +622,15 @@ main(int argc, char **argv)
     d->queue = queue_mgr_new(d, err, sizeof(err));
     if (d->queue == NULL)
         log_fatalx("%s", err);
+    if (d->cfg->scan.enabled) {
+        choose_database(d->cfg);
+        mime_global_init();
+        if (engine_global_init(err, sizeof(err)) < 0)
+            log_fatalx("libclamav: %s", err);
+        start_scanning(d);
+    } else {
+        log_info("scanning is off (scan { enabled = no }): messages are relayed unscanned");
+    }
 
     open_listeners(d);
     if (control_open(d, err, sizeof(err)) < 0)
@@ -488,6 +667,16 @@ main(int argc, char **argv)
              (unsigned long long)d->stat_received, (unsigned long long)d->stat_relayed,
              (unsigned long long)d->stat_rejected, (unsigned long long)d->stat_deferred);
     control_close();
+    if (d->scan_pool)
+        scan_pool_free(d->scan_pool);
+    if (d->engines)
+        engine_holder_free(d->engines);
+    struct event *evs[] = {d->db_check_ev, d->db_watch_ev, d->db_settle_ev, d->reload_ev};
+    for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
+        if (evs[i])
+            event_free(evs[i]);
+    if (d->cfg->scan.enabled)
+        mime_global_shutdown();
     queue_mgr_free(d->queue);
     relay_free(d->relay);
     if (shutdown_timer)
@@ -499,6 +688,8 @@ main(int argc, char **argv)
             event_free(signal_events[i]);
     free(d->xfnets);
     free(d->listeners);
+    daemon_release_configs(d);
+    free(d->retired);
     config_free(d->cfg);
     event_base_free(d->base);
     return 0;
