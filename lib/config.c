@@ -166,7 +166,7 @@ static cfg_opt_t virus_opts[] = {
     DUR("check_interval", 60),
     SIZE("max_scan_size", 100 * M),
     SIZE("max_file_size", 25 * M),
-    COUNT("max_recursion", 16),
+    COUNT("max_recursion", 17),
     COUNT("max_files", 10000),
     DUR("max_scan_time", 120),
     CFG_END(),

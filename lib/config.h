@@ -23,7 +23,7 @@ struct sr_config_virus {
     int64_t check_interval;      /* seconds between database directory checks, 60 */
     int64_t max_scan_size;       /* libclamav CL_ENGINE_MAX_SCANSIZE, 100M */
     int64_t max_file_size;       /* CL_ENGINE_MAX_FILESIZE, 25M */
-    int64_t max_recursion;       /* CL_ENGINE_MAX_RECURSION, 16 */
+    int64_t max_recursion;       /* CL_ENGINE_MAX_RECURSION, 17 (ClamAV default) */
     int64_t max_files;           /* CL_ENGINE_MAX_FILES, 10000 */
     int64_t max_scan_time;       /* seconds, CL_ENGINE_MAX_SCANTIME, 120 */
 };

@@ -58,7 +58,7 @@ struct qent {
     time_t next;
     time_t arrival;
     size_t idx;          /* position in q->ents */
-    struct qent *due_next;
+    struct qent *due_next, *due_prev; /* the due list, in order */
 };
 
 struct queue_mgr {
@@ -134,18 +134,16 @@ due_unlink(struct queue_mgr *q, struct qent *e)
 {
     if (!e->due)
         return;
-    struct qent **pp = &q->due_head, *prev = NULL;
-    while (*pp && *pp != e) {
-        prev = *pp;
-        pp = &(*pp)->due_next;
-    }
-    if (*pp == e) {
-        *pp = e->due_next;
-        if (q->due_tail == e)
-            q->due_tail = prev;
-    }
+    if (e->due_prev)
+        e->due_prev->due_next = e->due_next;
+    else
+        q->due_head = e->due_next;
+    if (e->due_next)
+        e->due_next->due_prev = e->due_prev;
+    else
+        q->due_tail = e->due_prev;
     e->due = 0;
-    e->due_next = NULL;
+    e->due_next = e->due_prev = NULL;
 }
 
 static void
@@ -176,12 +174,16 @@ due_push(struct queue_mgr *q, struct qent *e, int front)
         return;
     e->due = 1;
     if (front) {
+        e->due_prev = NULL;
         e->due_next = q->due_head;
-        q->due_head = e;
-        if (q->due_tail == NULL)
+        if (q->due_head)
+            q->due_head->due_prev = e;
+        else
             q->due_tail = e;
+        q->due_head = e;
     } else {
         e->due_next = NULL;
+        e->due_prev = q->due_tail;
         if (q->due_tail)
             q->due_tail->due_next = e;
         else

@@ -75,6 +75,7 @@ struct relay_conn {
     struct smtp_reply_parser rp;
     unsigned ext_pipelining : 1, ext_8bit : 1, ext_dsn : 1, ext_xforward : 1, ext_smtputf8 : 1,
         ext_size : 1;
+    unsigned xf_attrs;      /* XFORWARD attributes the server announced (1 << enum xf_attr) */
     int ntx;   /* transactions started on this connection */
     int dirty; /* RSET before the next MAIL */
     struct relay_job *job;
@@ -523,7 +524,7 @@ build_batch(struct relay_conn *c, struct evbuffer *out)
         char line[600];
         size_t ll = 0;
         for (int a = 0; a < XF_COUNT; a++) {
-            if (env->xforward[a] == NULL)
+            if (env->xforward[a] == NULL || !(c->xf_attrs & (1u << a)))
                 continue;
             char *v = xtext_encode(env->xforward[a]);
             if (v == NULL)
@@ -798,8 +799,24 @@ parse_ehlo(struct relay_conn *c, const struct smtp_reply *rep)
                 c->ext_8bit = 1;
             else if (KW("DSN"))
                 c->ext_dsn = 1;
-            else if (KW("XFORWARD"))
+            else if (KW("XFORWARD")) {
+                /* Send only the attributes the server names. */
                 c->ext_xforward = 1;
+                c->xf_attrs = 0;
+                const char *q = kw + wl;
+                const char *end = kw + kl;
+                while (q < end) {
+                    while (q < end && *q == ' ')
+                        q++;
+                    const char *w = q;
+                    while (q < end && *q != ' ')
+                        q++;
+                    for (int a = 0; a < XF_COUNT; a++)
+                        if ((size_t)(q - w) == strlen(xf_attr_names[a]) &&
+                            strncasecmp(w, xf_attr_names[a], (size_t)(q - w)) == 0)
+                            c->xf_attrs |= 1u << a;
+                }
+            }
             else if (KW("SMTPUTF8"))
                 c->ext_smtputf8 = 1;
             else if (KW("SIZE"))

@@ -1,0 +1,780 @@
+/*
+ * scan.c - scan one message: the verdict and the action.
+ *
+ * scan_message() parses the message once (mime.h) and, for every decoded
+ * leaf part, in this order:
+ *   1. counts it against the size rules (file_size, total_size);
+ *   2. when it looks like an archive or compressed stream, walks it with
+ *      sr_archive.c under the message's one budget (archive depth, files,
+ *      bytes per file and in total, compression ratio; encrypted members);
+ *   3. hands the decoded bytes, as they are in memory, to libclamav
+ *      (engine.c), which runs all its parsers and unpackers on them with
+ *      its own limits: detection is exactly clamscan's on that file.
+ * Message-wide rules come first (message_size, recipients); MIME limits
+ * (depth, parts) are limit findings, and then the raw message itself is
+ * also given to libclamav so that content beyond them is still checked.
+ * The same happens, as an error finding, when the message cannot be
+ * parsed at all.
+ *
+ * Every finding has a kind, a location ("msg/invoice.zip/docs/a.exe") and
+ * the action configured for it: virus.action, scan.<rule>_action,
+ * scan.encrypted_action, scan.error_action. The verdict's kind is the
+ * highest kind found (virus > encrypted > limit > error > clean) and its
+ * action the strongest of all findings' actions (reject > quarantine >
+ * discard > defer > strip > tag > deliver), so an unscanned part never
+ * lets a message through that a rule would stop. Message-wide findings
+ * cannot be stripped: strip becomes tag for them. With action strip the
+ * result lists the parts to cut out (raw ranges for rewrite.h).
+ *
+ * Blocking, thread-safe: all state is on the caller's stack or in res;
+ * the engine is shared read-only. Allocation failures end the scan with
+ * a SCAN_ERROR verdict (scan.error_action), never a crash.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engine.h"
+#include "log.h"
+#include "mime.h"
+#include "scan.h"
+#include "sr_archive.h"
+
+#define LOC_MAX 1024
+#define FD_READ_MAX ((size_t)1 << 30)
+#define CHAIN_MAX 32
+#define MEMBERS_MAX 4096
+
+/* An archive member seen by the walk: full path, and its archive's member. */
+struct member {
+    int parent; /* index, -1 for a member of the part itself */
+    char *name; /* NULL: content of a lone compressed stream */
+};
+
+struct state {
+    struct sr_engine *e;
+    const struct sr_config *cfg;
+    struct scan_result *res;
+    struct arch_budget budget;
+    struct timespec deadline;
+    int has_deadline;
+    int oom;
+    /* The part being scanned. */
+    int part;
+    const char *base;
+    char chain_buf[LOC_MAX]; /* names of libclamav's innermost object, NUL-separated */
+    const char *chain[CHAIN_MAX];
+    int nchain;
+    struct member *members; /* archive members of this part, from the walk */
+    size_t nmembers;
+    int last_at_depth[CHAIN_MAX];
+    int part_virus;     /* libclamav's virus callback reported one */
+    int part_encrypted; /* the archive walk reported an encrypted member */
+};
+
+static const char *const kind_names[] = {"clean", "error", "limit", "encrypted", "virus"};
+static const char *const kind_words[] = {"clean", "error", "policy", "policy", "virus"};
+
+const char *
+scan_kind_name(enum scan_kind k)
+{
+    return (unsigned)k < 5 ? kind_names[k] : "?";
+}
+
+const char *
+scan_result_word(enum scan_kind k)
+{
+    return (unsigned)k < 5 ? kind_words[k] : "?";
+}
+
+/* Strength of an action when findings disagree. */
+static int
+severity(enum sr_action a)
+{
+    switch (a) {
+    case SR_ACTION_REJECT:
+        return 6;
+    case SR_ACTION_QUARANTINE:
+        return 5;
+    case SR_ACTION_DISCARD:
+        return 4;
+    case SR_ACTION_DEFER:
+        return 3;
+    case SR_ACTION_STRIP:
+        return 2;
+    case SR_ACTION_TAG:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* The action configured for a limit rule. */
+static enum sr_action
+rule_action(const struct sr_config *cfg, const char *rule)
+{
+    const struct sr_config_scan *s = &cfg->scan;
+
+    if (strcmp(rule, "file_size") == 0)
+        return s->file_size.action;
+    if (strcmp(rule, "total_size") == 0)
+        return s->total_size.action;
+    if (strcmp(rule, "archive_files") == 0 || strcmp(rule, "mime_parts") == 0)
+        return s->archive_files.action;
+    if (strcmp(rule, "archive_depth") == 0 || strcmp(rule, "mime_depth") == 0)
+        return s->archive_depth.action;
+    if (strcmp(rule, "compression_ratio") == 0)
+        return s->compression_ratio.action;
+    if (strcmp(rule, "message_size") == 0)
+        return s->message_size.action;
+    if (strcmp(rule, "recipients") == 0)
+        return s->recipients.action;
+    return s->error_action;
+}
+
+static char *
+dupstr(struct state *st, const char *s)
+{
+    char *d;
+    if (s == NULL)
+        return NULL;
+    if ((d = strdup(s)) == NULL)
+        st->oom = 1;
+    return d;
+}
+
+/* Record a finding; the action follows from its kind (and rule). */
+static void
+add_finding(struct state *st, enum scan_kind kind, const char *name, const char *location,
+            int64_t value, int64_t limit)
+{
+    struct scan_result *r = st->res;
+    struct scan_finding *f;
+    enum sr_action action;
+
+    switch (kind) {
+    case SCAN_VIRUS:
+        action = st->cfg->virus.action;
+        break;
+    case SCAN_ENCRYPTED:
+        action = st->cfg->scan.encrypted_action;
+        break;
+    case SCAN_LIMIT:
+        action = rule_action(st->cfg, name);
+        break;
+    default:
+        action = st->cfg->scan.error_action;
+        break;
+    }
+    if (st->part == 0 && action == SR_ACTION_STRIP)
+        action = SR_ACTION_TAG; /* nothing to cut out of the message as a whole */
+
+    if (st->part > 0 && (size_t)st->part <= r->nparts && r->parts[st->part - 1].kind < kind)
+        r->parts[st->part - 1].kind = kind;
+    if (r->nfindings >= SCAN_MAX_FINDINGS) {
+        r->findings_dropped++;
+        /* Keep the verdict right even when the list is full. */
+        if (kind > r->kind)
+            r->kind = kind;
+        if (severity(action) > severity(r->action))
+            r->action = action;
+        return;
+    }
+    f = realloc(r->findings, (r->nfindings + 1) * sizeof(*f));
+    if (f == NULL) {
+        st->oom = 1;
+        return;
+    }
+    r->findings = f;
+    f = &r->findings[r->nfindings++];
+    memset(f, 0, sizeof(*f));
+    f->kind = kind;
+    f->action = action;
+    f->name = dupstr(st, name);
+    f->location = dupstr(st, location);
+    f->part = st->part;
+    f->value = value;
+    f->limit = limit;
+    if (kind > r->kind)
+        r->kind = kind;
+    if (severity(action) > severity(r->action))
+        r->action = action;
+}
+
+/* Archive walk reports. */
+static void
+arch_report(void *arg, enum arch_event ev, const char *location, int64_t value, int64_t limit)
+{
+    struct state *st = arg;
+
+    switch (ev) {
+    case ARCH_EV_ENCRYPTED:
+        st->part_encrypted = 1;
+        add_finding(st, SCAN_ENCRYPTED, "encrypted", location, 0, 0);
+        break;
+    case ARCH_EV_BROKEN:
+        log_debug("scan: %s: archive not fully readable by libarchive", location);
+        break;
+    default:
+        add_finding(st, SCAN_LIMIT, arch_event_name(ev), location, value, limit);
+        break;
+    }
+}
+
+/* Archive walk: record member paths, to name libclamav's matches fully. */
+static void
+arch_member(void *arg, int depth, const char *name)
+{
+    struct state *st = arg;
+    struct member *m;
+    int idx;
+
+    if (st->nmembers >= MEMBERS_MAX || depth < 1 || depth > CHAIN_MAX)
+        return;
+    if (st->nmembers % 64 == 0) {
+        m = realloc(st->members, (st->nmembers + 64) * sizeof(*m));
+        if (m == NULL)
+            return;
+        st->members = m;
+    }
+    idx = (int)st->nmembers;
+    m = &st->members[st->nmembers++];
+    m->parent = depth > 1 ? st->last_at_depth[depth - 2] : -1;
+    m->name = name ? strdup(name) : NULL;
+    st->last_at_depth[depth - 1] = idx;
+}
+
+static void
+members_clear(struct state *st)
+{
+    for (size_t i = 0; i < st->nmembers; i++)
+        free(st->members[i].name);
+    free(st->members);
+    st->members = NULL;
+    st->nmembers = 0;
+}
+
+/* name is full, or its last path element equals n. */
+static int
+member_match(const char *full, const char *n)
+{
+    const char *slash = strrchr(full, '/');
+    return strcmp(full, n) == 0 || (slash && strcmp(slash + 1, n) == 0);
+}
+
+/* The member under parent named n (through unnamed stream contents), or -1. */
+static int
+member_find(struct state *st, int parent, const char *n, int depth)
+{
+    if (depth > CHAIN_MAX)
+        return -1;
+    for (size_t i = 0; i < st->nmembers; i++) {
+        const struct member *m = &st->members[i];
+        if (m->parent != parent)
+            continue;
+        if (m->name == NULL) {
+            int r = member_find(st, (int)i, n, depth + 1);
+            if (r >= 0)
+                return r;
+        } else if (member_match(m->name, n)) {
+            return (int)i;
+        }
+    }
+    return -1;
+}
+
+/* libclamav's own temporary file names ("clamav-<md5>.tmp") say nothing to a reader. */
+static int
+clam_tmp_name(const char *s)
+{
+    if (strncmp(s, "clamav-", 7) != 0 || strlen(s) < 7 + 32)
+        return 0;
+    for (int i = 7; i < 7 + 32; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return 0;
+    return s[39] == '\0' || strcmp(s + 39, ".tmp") == 0;
+}
+
+/* libclamav callbacks: remember the innermost object, name matches by it. */
+static void
+on_inspect(void *arg, unsigned level, const char *const *names, const char *type, size_t size)
+{
+    struct state *st = arg;
+    size_t used = 0;
+    (void)type;
+    (void)size;
+
+    st->nchain = 0;
+    for (unsigned i = 0; i < level && st->nchain < CHAIN_MAX; i++) {
+        const char *s = names[i];
+        size_t n;
+        while (s && *s == '/')
+            s++;
+        if (s == NULL || s[0] == '\0' || clam_tmp_name(s))
+            continue;
+        n = strlen(s) + 1;
+        if (used + n > sizeof(st->chain_buf))
+            break;
+        memcpy(st->chain_buf + used, s, n);
+        st->chain[st->nchain++] = st->chain_buf + used;
+        used += n;
+    }
+}
+
+static void
+found(struct state *st, const char *virname, int with_chain)
+{
+    char loc[LOC_MAX];
+    size_t n;
+    int cur = -1;
+
+    /* The part, then libclamav's names, made full paths where the walk saw them. */
+    snprintf(loc, sizeof(loc), "%s", st->base);
+    n = strlen(loc);
+    for (int i = 0; with_chain && i < st->nchain && n < sizeof(loc) - 1; i++) {
+        const char *nm = st->chain[i];
+        int r = cur >= -1 ? member_find(st, cur, nm, 0) : -1;
+        if (r >= 0)
+            nm = st->members[r].name;
+        cur = r >= 0 ? r : -2;
+        int w = snprintf(loc + n, sizeof(loc) - n, "/%s", nm);
+        if (w < 0)
+            break;
+        n += (size_t)w;
+        if (n >= sizeof(loc))
+            n = sizeof(loc) - 1;
+    }
+    for (char *p = loc; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7F)
+            *p = '?';
+    if (strncmp(virname, "Heuristics.Encrypted.", 21) == 0) {
+        if (!st->part_encrypted)
+            add_finding(st, SCAN_ENCRYPTED, virname, loc, 0, 0);
+        st->part_encrypted = 1;
+        return;
+    }
+    add_finding(st, SCAN_VIRUS, virname, loc, 0, 0);
+}
+
+static void
+on_virus(void *arg, const char *virname)
+{
+    struct state *st = arg;
+
+    st->part_virus = 1;
+    found(st, virname, 1);
+}
+
+/* One object through libclamav; findings recorded. */
+static void
+clam_scan(struct state *st, const void *data, size_t len, const char *name)
+{
+    struct engine_scan_cb cb = {on_inspect, on_virus, st};
+    const char *virname = NULL;
+    char err[256];
+
+    st->nchain = 0;
+    st->part_virus = 0;
+    switch (engine_scan_mem(st->e, data, len, name, &cb, &virname, err, sizeof(err))) {
+    case ENGINE_CLEAN:
+        break;
+    case ENGINE_VIRUS:
+        /* Heuristic matches do not go through the callback. */
+        if (!st->part_virus)
+            found(st, virname, 0);
+        break;
+    case ENGINE_TIMEOUT:
+    case ENGINE_ERROR:
+        add_finding(st, SCAN_ERROR, err, st->base, 0, 0);
+        break;
+    }
+}
+
+static int
+past_deadline(struct state *st)
+{
+    struct timespec now;
+
+    if (!st->has_deadline)
+        return 0;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return now.tv_sec > st->deadline.tv_sec ||
+           (now.tv_sec == st->deadline.tv_sec && now.tv_nsec >= st->deadline.tv_nsec);
+}
+
+/* mime_walk callback: one decoded leaf part. */
+static int
+part_cb(void *arg, const struct mime_part_info *pi)
+{
+    struct state *st = arg;
+    struct scan_result *r = st->res;
+    struct scan_part *p;
+    char base[LOC_MAX];
+
+    if (past_deadline(st)) {
+        st->part = 0;
+        add_finding(st, SCAN_ERROR, "scan timeout", "message", 0, 0);
+        return 1;
+    }
+
+    /* Record the part. */
+    p = realloc(r->parts, (r->nparts + 1) * sizeof(*p));
+    if (p == NULL) {
+        st->oom = 1;
+        return 1;
+    }
+    r->parts = p;
+    p = &r->parts[r->nparts++];
+    memset(p, 0, sizeof(*p));
+    p->index = pi->index;
+    p->depth = pi->depth;
+    p->path = dupstr(st, pi->path);
+    p->filename = dupstr(st, pi->filename);
+    p->content_type = dupstr(st, pi->content_type ? pi->content_type : "text/plain");
+    p->size = (int64_t)pi->len;
+    p->encoded_size = pi->encoded_len;
+    p->decode_error = pi->decode_error;
+    p->embedded = pi->embedded;
+    p->raw_begin = pi->raw_begin;
+    p->raw_end = pi->raw_end;
+    st->part = (int)r->nparts;
+    if (pi->path && pi->path[0])
+        snprintf(base, sizeof(base), "%s", pi->path);
+    else if (pi->filename && pi->filename[0])
+        snprintf(base, sizeof(base), "%s", pi->filename);
+    else
+        snprintf(base, sizeof(base), "part %d", pi->index);
+    st->base = base;
+    st->part_encrypted = 0;
+
+    /* Size rules and the archive budget, then libclamav. */
+    arch_account_file(&st->budget, (int64_t)pi->len, base);
+    if (!st->budget.spent && arch_sniff(pi->data, pi->len))
+        arch_walk(&st->budget, pi->data, pi->len, base);
+    clam_scan(st, pi->data, pi->len, pi->filename);
+    members_clear(st);
+
+    st->base = NULL;
+    st->part = 0;
+    return st->oom ? 1 : 0;
+}
+
+/* Printable ASCII copy for a header field. */
+static void
+header_safe(char *dst, size_t dlen, const char *src)
+{
+    size_t n = 0;
+    for (; *src && n + 1 < dlen; src++)
+        dst[n++] = (*src >= 0x20 && *src < 0x7F) ? *src : '?';
+    dst[n] = '\0';
+}
+
+void
+scan_scanned_header(struct sr_engine *e, char *buf, size_t len)
+{
+    snprintf(buf, len, "scanrelay %s (ClamAV %s/%u)", SCANRELAY_VERSION, engine_version(),
+             engine_signatures(e));
+}
+
+/* From the findings: reason, location, strips, headers. */
+static void
+conclude(struct state *st)
+{
+    struct scan_result *r = st->res;
+    const struct scan_finding *deciding = NULL;
+    char line[1536], v[256];
+
+    r->result = scan_result_word(r->kind);
+    for (size_t i = 0; i < r->nfindings; i++) {
+        const struct scan_finding *f = &r->findings[i];
+        if (f->kind == SCAN_VIRUS && r->virus == NULL)
+            r->virus = dupstr(st, f->name);
+        if (deciding == NULL && f->kind == r->kind)
+            deciding = f;
+    }
+    if (deciding) {
+        const char *loc = deciding->location ? deciding->location : "message";
+        const char *nm = deciding->name ? deciding->name : "?";
+        switch (deciding->kind) {
+        case SCAN_VIRUS:
+            snprintf(line, sizeof(line), "virus %s in %s", nm, loc);
+            break;
+        case SCAN_ENCRYPTED:
+            snprintf(line, sizeof(line), "encrypted archive %s", loc);
+            break;
+        case SCAN_LIMIT:
+            snprintf(line, sizeof(line), "%s limit exceeded in %s (%lld > %lld)", nm, loc,
+                     (long long)deciding->value, (long long)deciding->limit);
+            break;
+        default:
+            snprintf(line, sizeof(line), "not scanned: %s: %s", loc, nm);
+            break;
+        }
+        r->reason = dupstr(st, line);
+        r->location = dupstr(st, loc);
+    }
+
+    /* Parts to strip: those with a finding whose action is strip. */
+    if (r->action == SR_ACTION_STRIP) {
+        for (size_t i = 0; i < r->nfindings; i++) {
+            const struct scan_finding *f = &r->findings[i];
+            struct scan_strip *s;
+            int dup = 0;
+            if (f->action != SR_ACTION_STRIP || f->part < 1 || (size_t)f->part > r->nparts)
+                continue;
+            for (size_t j = 0; j < r->nstrips; j++)
+                dup |= r->strips[j].part == f->part;
+            if (dup)
+                continue;
+            s = realloc(r->strips, (r->nstrips + 1) * sizeof(*s));
+            if (s == NULL) {
+                st->oom = 1;
+                break;
+            }
+            r->strips = s;
+            s = &r->strips[r->nstrips++];
+            const struct scan_part *p = &r->parts[f->part - 1];
+            s->part = f->part;
+            s->raw_begin = p->raw_begin;
+            s->raw_end = p->raw_end;
+            s->filename = dupstr(st, p->filename);
+            if (f->kind == SCAN_VIRUS)
+                snprintf(line, sizeof(line), "infected: %s", f->name);
+            else if (f->kind == SCAN_ENCRYPTED)
+                snprintf(line, sizeof(line), "encrypted archive");
+            else
+                snprintf(line, sizeof(line), "%s limit exceeded", f->name);
+            s->reason = dupstr(st, line);
+        }
+    }
+
+    /* Header fields. */
+    scan_scanned_header(st->e, v, sizeof(v));
+    snprintf(line, sizeof(line), "X-Virus-Scanned: %s", v);
+    r->headers[r->nheaders++] = dupstr(st, line);
+    if (r->virus) {
+        header_safe(v, 200, r->virus);
+        snprintf(line, sizeof(line), "X-Virus-Status: Infected (%s)", v);
+    } else {
+        snprintf(line, sizeof(line), "X-Virus-Status: %s",
+                 r->kind == SCAN_CLEAN ? "Clean" : "Unchecked");
+    }
+    r->headers[r->nheaders++] = dupstr(st, line);
+}
+
+static double
+since(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+/* Fresh result and state. */
+static void
+state_init(struct state *st, struct sr_engine *e, const struct sr_config *cfg,
+           struct scan_result *res)
+{
+    const struct sr_config_scan *sc = &cfg->scan;
+    struct arch_limits lim;
+
+    memset(res, 0, sizeof(*res));
+    memset(st, 0, sizeof(*st));
+    res->action = SR_ACTION_DELIVER;
+    res->engine_generation = engine_generation(e);
+    st->e = e;
+    st->cfg = cfg;
+    st->res = res;
+    lim.depth = sc->archive_depth.threshold;
+    lim.files = sc->archive_files.threshold;
+    lim.file_size = sc->file_size.threshold;
+    lim.total = sc->total_size.threshold;
+    lim.ratio = sc->compression_ratio.threshold;
+    arch_budget_init(&st->budget, &lim, arch_report, st);
+    st->budget.member = arch_member;
+}
+
+/* The message could not be read: an error verdict. */
+static int
+read_error(struct sr_engine *e, const struct sr_config *cfg, struct scan_result *res, int errnum)
+{
+    struct state st;
+    char why[256];
+
+    state_init(&st, e, cfg, res);
+    snprintf(why, sizeof(why), "cannot read the message: %s", strerror(errnum));
+    add_finding(&st, SCAN_ERROR, why, "message", 0, 0);
+    conclude(&st);
+    return st.oom ? -1 : 0;
+}
+
+int
+scan_message(struct sr_engine *e, const struct sr_config *cfg, const char *msg, size_t len,
+             int nrcpts, struct scan_result *res)
+{
+    const struct sr_config_scan *sc = &cfg->scan;
+    struct state st;
+    struct mime_msg *m;
+    struct timespec t0;
+    char err[256];
+
+    /*
+     * Initialize.
+     */
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    state_init(&st, e, cfg, res);
+    if (sc->timeout > 0) {
+        st.has_deadline = 1;
+        st.deadline = t0;
+        st.deadline.tv_sec += sc->timeout;
+    }
+
+    /*
+     * Message-wide rules.
+     */
+    if (sc->message_size.threshold && (int64_t)len > sc->message_size.threshold)
+        add_finding(&st, SCAN_LIMIT, "message_size", "message", (int64_t)len,
+                    sc->message_size.threshold);
+    if (sc->recipients.threshold && nrcpts > sc->recipients.threshold)
+        add_finding(&st, SCAN_LIMIT, "recipients", "message", nrcpts, sc->recipients.threshold);
+
+    /*
+     * The parts.
+     */
+    m = mime_parse_mem(msg, len, (int)sc->max_mime_depth, (int)sc->max_mime_parts, err,
+                       sizeof(err));
+    if (m == NULL) {
+        add_finding(&st, SCAN_ERROR, err, "message", 0, 0);
+        st.base = "message";
+        clam_scan(&st, msg, len, NULL);
+    } else {
+        int wrc = mime_walk(m, part_cb, &st);
+        res->mime_limits = mime_limits_hit(m);
+        if (wrc < 0)
+            st.oom = 1;
+        if (res->mime_limits & MIME_LIMIT_DEPTH)
+            add_finding(&st, SCAN_LIMIT, "mime_depth", "message", sc->max_mime_depth + 1,
+                        sc->max_mime_depth);
+        if (res->mime_limits & MIME_LIMIT_PARTS)
+            add_finding(&st, SCAN_LIMIT, "mime_parts", "message", sc->max_mime_parts + 1,
+                        sc->max_mime_parts);
+        /* Beyond the MIME limits, libclamav's own mail parser still looks. */
+        if (res->mime_limits && !past_deadline(&st)) {
+            st.base = "message";
+            clam_scan(&st, msg, len, NULL);
+        }
+        mime_free(m);
+    }
+    if (st.oom) {
+        st.part = 0;
+        add_finding(&st, SCAN_ERROR, "out of memory", "message", 0, 0);
+    }
+
+    res->expanded = st.budget.total;
+    res->archive_files = st.budget.files;
+    res->archive_depth = st.budget.max_depth;
+    res->archive_peak_buffer = st.budget.peak_buffer;
+    conclude(&st);
+    res->elapsed = since(&t0);
+    if (st.oom) {
+        /* Whatever was built, the verdict must not let the message pass unchecked. */
+        res->kind = res->kind > SCAN_ERROR ? res->kind : SCAN_ERROR;
+        if (severity(cfg->scan.error_action) > severity(res->action))
+            res->action = cfg->scan.error_action;
+        res->result = scan_result_word(res->kind);
+        return res->nheaders == SCAN_MAX_HEADERS && res->headers[0] && res->headers[1] ? 0 : -1;
+    }
+    return 0;
+}
+
+int
+scan_message_fd(struct sr_engine *e, const struct sr_config *cfg, int fd, int nrcpts,
+                struct scan_result *res)
+{
+    struct stat sb;
+    int rc;
+
+    if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_size > 0) {
+        void *p = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p != MAP_FAILED) {
+            rc = scan_message(e, cfg, p, (size_t)sb.st_size, nrcpts, res);
+            munmap(p, (size_t)sb.st_size);
+            return rc;
+        }
+    }
+
+    /* A pipe, or mmap refused: read it all. */
+    size_t cap = 64 * 1024, len = 0;
+    char *buf = malloc(cap);
+    ssize_t n;
+    int saved;
+    if (buf == NULL)
+        goto fail;
+    for (;;) {
+        if (len == cap) {
+            char *nb;
+            if (cap >= FD_READ_MAX) {
+                errno = EFBIG;
+                goto fail;
+            }
+            if ((nb = realloc(buf, cap * 2)) == NULL)
+                goto fail;
+            buf = nb;
+            cap *= 2;
+        }
+        n = pread(fd, buf + len, cap - len, (off_t)len);
+        if (n < 0 && errno == ESPIPE)
+            n = read(fd, buf + len, cap - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            goto fail;
+        if (n == 0)
+            break;
+        len += (size_t)n;
+    }
+    rc = scan_message(e, cfg, buf, len, nrcpts, res);
+    free(buf);
+    return rc;
+
+fail:
+    saved = errno;
+    free(buf);
+    return read_error(e, cfg, res, saved);
+}
+
+void
+scan_result_free(struct scan_result *res)
+{
+    if (res == NULL)
+        return;
+    for (size_t i = 0; i < res->nfindings; i++) {
+        free(res->findings[i].name);
+        free(res->findings[i].location);
+    }
+    free(res->findings);
+    for (size_t i = 0; i < res->nparts; i++) {
+        free(res->parts[i].path);
+        free(res->parts[i].filename);
+        free(res->parts[i].content_type);
+    }
+    free(res->parts);
+    for (size_t i = 0; i < res->nstrips; i++) {
+        free(res->strips[i].filename);
+        free(res->strips[i].reason);
+    }
+    free(res->strips);
+    for (size_t i = 0; i < res->nheaders; i++)
+        free(res->headers[i]);
+    free(res->virus);
+    free(res->location);
+    free(res->reason);
+    memset(res, 0, sizeof(*res));
+}

@@ -1,0 +1,529 @@
+/*
+ * sr_archive.c - archive expansion under one budget per message
+ * (libarchive: zip, 7z, rar, rar5, cab, tar, cpio, lha; gzip, bzip2, xz,
+ * lzma, lzip, zstd and compress streams, alone or around a tar).
+ *
+ * This is the gatekeeper, not the virus scanner: arch_walk() reads every
+ * member of an archive, nested archives included, counting files, bytes
+ * and depth against the message's struct arch_budget, and stops the
+ * moment a limit is hit (reported once, the budget is then spent).
+ * Encrypted members are reported and skipped. Detection is libclamav's
+ * job on the whole MIME part (scan.c), with its own unpackers, so this
+ * module keeps nothing it expands: member data flows through one 64 KiB
+ * buffer per nesting level and is dropped.
+ *
+ * Memory: per level, libarchive's state, a 64 KiB buffer and, for a
+ * nested archive, up to ARCH_NEST_BUFFER bytes of it so that seek-needing
+ * formats (zip's central directory, 7z) read it from memory; a nested
+ * archive larger than that is read as a stream (libarchive's streaming
+ * readers) through a callback that pulls from the parent member. With
+ * scan.archive_depth_limit 8 that is at most ~17 MB, and only for
+ * archives nested eight deep that large.
+ *
+ * A declared member size above file_size is a hit without expanding a
+ * byte; a declared size is never trusted to be small: bytes are counted
+ * as they come out. The ratio limit compares an archive's expanded bytes
+ * with the compressed bytes consumed so far, once ARCH_RATIO_FLOOR bytes
+ * came out (small, very compressible files are normal).
+ *
+ * Only formats that are read without touching the file system or running
+ * programs are enabled (no mtree, no external decompressors).
+ * Returns per call: ARCH_OK, ARCH_STOPPED, ARCH_UNREADABLE.
+ */
+#include <archive.h>
+#include <archive_entry.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sr_archive.h"
+
+#define CHUNK (64 * 1024)
+#define LOC_MAX 1024
+#define DATA_ERROR (-2)
+
+static const char *const event_names[] = {
+    [ARCH_EV_DEPTH] = "archive_depth",       [ARCH_EV_FILES] = "archive_files",
+    [ARCH_EV_FILE_SIZE] = "file_size",       [ARCH_EV_TOTAL] = "total_size",
+    [ARCH_EV_RATIO] = "compression_ratio",   [ARCH_EV_ENCRYPTED] = "encrypted",
+    [ARCH_EV_BROKEN] = "unreadable_archive",
+};
+
+const char *
+arch_event_name(enum arch_event ev)
+{
+    if ((size_t)ev < sizeof(event_names) / sizeof(event_names[0]))
+        return event_names[ev];
+    return "?";
+}
+
+/* One archive being read: its reader, its counters, its current member. */
+struct level {
+    struct arch_budget *b;
+    struct archive *a;
+    int depth;
+    const char *location;
+    unsigned char *chunk; /* CHUNK bytes */
+    int64_t out;          /* bytes expanded from this archive */
+    int raw;              /* a lone compressed stream, no member names */
+    int64_t members;      /* members seen in this archive */
+    int broken_reported;
+    char entry_loc[LOC_MAX];
+    int64_t entry_bytes;
+};
+
+/* A nested archive read as a stream: buffered prefix, then the parent member. */
+struct stream_src {
+    struct level *parent;
+    const unsigned char *pre;
+    size_t prelen;
+    size_t prepos;
+};
+
+static int walk_buffer(struct arch_budget *b, const void *data, size_t len, int depth,
+                       const char *location);
+static int walk_level(struct level *lv);
+
+void
+arch_budget_init(struct arch_budget *b, const struct arch_limits *lim, arch_report_fn fn, void *arg)
+{
+    memset(b, 0, sizeof(*b));
+    b->lim = *lim;
+    b->report = fn;
+    b->arg = arg;
+}
+
+static int
+hit(struct arch_budget *b, enum arch_event ev, const char *loc, int64_t value, int64_t limit)
+{
+    b->spent = 1;
+    if (b->report)
+        b->report(b->arg, ev, loc, value, limit);
+    return ARCH_STOPPED;
+}
+
+static void
+note(struct arch_budget *b, enum arch_event ev, const char *loc)
+{
+    if (b->report)
+        b->report(b->arg, ev, loc, 0, 0);
+}
+
+int
+arch_account_file(struct arch_budget *b, int64_t size, const char *location)
+{
+    if (b->spent)
+        return ARCH_STOPPED;
+    b->total += size;
+    if (b->lim.file_size && size > b->lim.file_size)
+        return hit(b, ARCH_EV_FILE_SIZE, location, size, b->lim.file_size);
+    if (b->lim.total && b->total > b->lim.total)
+        return hit(b, ARCH_EV_TOTAL, location, b->total, b->lim.total);
+    return ARCH_OK;
+}
+
+int
+arch_sniff(const void *data, size_t len)
+{
+    const unsigned char *p = data;
+
+    if (len < 4)
+        return 0;
+    if (p[0] == 'P' && p[1] == 'K' &&
+        ((p[2] == 3 && p[3] == 4) || (p[2] == 5 && p[3] == 6) || (p[2] == 7 && p[3] == 8)))
+        return 1; /* zip */
+    if (len >= 6 && memcmp(p, "7z\xBC\xAF\x27\x1C", 6) == 0)
+        return 1;
+    if (len >= 6 && memcmp(p, "Rar!\x1A\x07", 6) == 0)
+        return 1;
+    if (len >= 8 && memcmp(p, "MSCF\0\0\0\0", 8) == 0)
+        return 1;
+    if (p[0] == 0x1F && (p[1] == 0x8B || p[1] == 0x9D))
+        return 1; /* gzip, compress */
+    if (p[0] == 'B' && p[1] == 'Z' && p[2] == 'h' && p[3] >= '1' && p[3] <= '9')
+        return 1;
+    if (len >= 6 && memcmp(p,
+                           "\xFD"
+                           "7zXZ\0",
+                           6) == 0)
+        return 1;
+    if (memcmp(p, "\x28\xB5\x2F\xFD", 4) == 0 || memcmp(p, "LZIP", 4) == 0)
+        return 1;
+    if (len >= 6 &&
+        (memcmp(p, "070701", 6) == 0 || memcmp(p, "070702", 6) == 0 || memcmp(p, "070707", 6) == 0))
+        return 1; /* cpio */
+    if ((p[0] == 0xC7 && p[1] == 0x71) || (p[0] == 0x71 && p[1] == 0xC7))
+        return 1; /* binary cpio */
+    if (len >= 7 && p[2] == '-' && p[3] == 'l' && (p[4] == 'h' || p[4] == 'z') && p[6] == '-')
+        return 1; /* lha */
+    if (len >= 262 && memcmp(p + 257, "ustar", 5) == 0)
+        return 1; /* tar */
+    return 0;
+}
+
+/* A reader with the safe formats and filters only (raw_only: a lone compressed stream). */
+static struct archive *
+reader_new(int raw_only)
+{
+    struct archive *a = archive_read_new();
+    if (a == NULL)
+        return NULL;
+    if (raw_only)
+        goto filters;
+    archive_read_support_format_zip(a);
+    archive_read_support_format_7zip(a);
+    archive_read_support_format_rar(a);
+    archive_read_support_format_rar5(a);
+    archive_read_support_format_cab(a);
+    archive_read_support_format_tar(a);
+    archive_read_support_format_cpio(a);
+    archive_read_support_format_lha(a);
+filters:
+    archive_read_support_format_raw(a);
+    archive_read_support_filter_gzip(a);
+    archive_read_support_filter_bzip2(a);
+    archive_read_support_filter_xz(a);
+    archive_read_support_filter_lzma(a);
+    archive_read_support_filter_lzip(a);
+    archive_read_support_filter_zstd(a);
+    archive_read_support_filter_compress(a);
+    return a;
+}
+
+/* "parent/name" with control characters replaced, truncated to LOC_MAX. */
+static void
+make_loc(char *dst, const char *parent, const char *name)
+{
+    size_t n;
+
+    snprintf(dst, LOC_MAX, "%s/%s", parent, name && name[0] ? name : "?");
+    n = strlen(parent) + 1;
+    for (char *p = dst + (n < LOC_MAX ? n : LOC_MAX - 1); *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7F)
+            *p = '?';
+}
+
+static int
+looks_encrypted(struct archive *a)
+{
+    const char *s = archive_error_string(a);
+    if (archive_read_has_encrypted_entries(a) > 0)
+        return 1;
+    return s && (strstr(s, "ncrypt") || strstr(s, "assphrase") || strstr(s, "password"));
+}
+
+/* Count n bytes of the current member of lv; ARCH_STOPPED on a limit. */
+static int
+count(struct level *lv, size_t n)
+{
+    struct arch_budget *b = lv->b;
+    const struct arch_limits *lim = &b->lim;
+
+    lv->entry_bytes += (int64_t)n;
+    lv->out += (int64_t)n;
+    b->total += (int64_t)n;
+    if (lim->file_size && lv->entry_bytes > lim->file_size)
+        return hit(b, ARCH_EV_FILE_SIZE, lv->entry_loc, lv->entry_bytes, lim->file_size);
+    if (lim->total && b->total > lim->total)
+        return hit(b, ARCH_EV_TOTAL, lv->entry_loc, b->total, lim->total);
+    if (lim->ratio && lv->out > ARCH_RATIO_FLOOR) {
+        int64_t in = archive_filter_bytes(lv->a, -1);
+        if (in < 1)
+            in = 1;
+        if (lv->out > lim->ratio * in)
+            return hit(b, ARCH_EV_RATIO, lv->location, lv->out / in, lim->ratio);
+    }
+    return ARCH_OK;
+}
+
+/* A member's data failed: encrypted, or broken. The reader may be unusable now. */
+static int
+data_error(struct level *lv)
+{
+    if (looks_encrypted(lv->a)) {
+        lv->b->encrypted++;
+        note(lv->b, ARCH_EV_ENCRYPTED, lv->entry_loc);
+    } else if (!lv->broken_reported) {
+        lv->broken_reported = 1;
+        note(lv->b, ARCH_EV_BROKEN, lv->entry_loc);
+    }
+    return DATA_ERROR;
+}
+
+/* Drain the rest of the current member through the chunk buffer. */
+static int
+drain(struct level *lv)
+{
+    la_ssize_t n;
+
+    while ((n = archive_read_data(lv->a, lv->chunk, CHUNK)) > 0)
+        if (count(lv, (size_t)n) != ARCH_OK)
+            return ARCH_STOPPED;
+    if (n < 0)
+        return lv->b->spent ? ARCH_STOPPED : data_error(lv);
+    return ARCH_OK;
+}
+
+/* libarchive read callback of a streamed nested archive. */
+static la_ssize_t
+stream_read(struct archive *child, void *cd, const void **buf)
+{
+    struct stream_src *s = cd;
+    struct level *p = s->parent;
+    la_ssize_t n;
+
+    if (s->prepos < s->prelen) {
+        *buf = s->pre + s->prepos;
+        n = (la_ssize_t)(s->prelen - s->prepos);
+        s->prepos = s->prelen;
+        return n;
+    }
+    n = archive_read_data(p->a, p->chunk, CHUNK);
+    if (n < 0) {
+        archive_set_error(child, EIO, "outer member: %s",
+                          archive_error_string(p->a) ? archive_error_string(p->a) : "error");
+        return ARCHIVE_FATAL;
+    }
+    if (n > 0 && count(p, (size_t)n) != ARCH_OK) {
+        archive_set_error(child, EFBIG, "budget spent");
+        return ARCHIVE_FATAL;
+    }
+    *buf = p->chunk;
+    return n;
+}
+
+/* The current member of lv is an archive: buffer it, or stream it, and walk it. */
+static int
+nested(struct level *lv, const unsigned char *first, size_t firstlen)
+{
+    struct arch_budget *b = lv->b;
+    size_t cap = 256 * 1024, len = 0;
+    unsigned char *buf = malloc(cap);
+    char loc[LOC_MAX];
+    la_ssize_t n = 0;
+    int rc, complete = 0;
+
+    if (buf == NULL)
+        return drain(lv);
+    memcpy(buf, first, firstlen);
+    len = firstlen;
+    snprintf(loc, sizeof(loc), "%s", lv->entry_loc);
+
+    /* Read into memory up to ARCH_NEST_BUFFER. */
+    for (;;) {
+        if (len == cap) {
+            if (cap >= ARCH_NEST_BUFFER)
+                break;
+            size_t ncap = cap * 2 > ARCH_NEST_BUFFER ? ARCH_NEST_BUFFER : cap * 2;
+            unsigned char *nb = realloc(buf, ncap);
+            if (nb == NULL)
+                break;
+            buf = nb;
+            cap = ncap;
+        }
+        n = archive_read_data(lv->a, buf + len, cap - len);
+        if (n < 0) {
+            free(buf);
+            return b->spent ? ARCH_STOPPED : data_error(lv);
+        }
+        if (n == 0) {
+            complete = 1;
+            break;
+        }
+        len += (size_t)n;
+        if (count(lv, (size_t)n) != ARCH_OK) {
+            free(buf);
+            return ARCH_STOPPED;
+        }
+    }
+    b->held += (int64_t)cap;
+    if (b->held > b->peak_buffer)
+        b->peak_buffer = b->held;
+
+    if (complete) {
+        rc = walk_buffer(b, buf, len, lv->depth + 1, loc);
+    } else {
+        /* Too big for memory: the streaming readers, fed from the parent member. */
+        struct stream_src src = {lv, buf, len, 0};
+        struct level child = {0};
+        child.b = b;
+        child.depth = lv->depth + 1;
+        child.location = loc;
+        child.a = reader_new(0);
+        child.chunk = malloc(CHUNK);
+        if (child.a == NULL || child.chunk == NULL ||
+            archive_read_open(child.a, &src, NULL, stream_read, NULL) != ARCHIVE_OK) {
+            rc = b->spent ? ARCH_STOPPED : ARCH_UNREADABLE;
+        } else {
+            if (child.depth > b->max_depth)
+                b->max_depth = child.depth;
+            rc = walk_level(&child);
+        }
+        if (child.a)
+            archive_read_free(child.a);
+        free(child.chunk);
+        if (rc != ARCH_STOPPED && !b->spent)
+            rc = drain(lv) == ARCH_STOPPED ? ARCH_STOPPED : ARCH_OK;
+    }
+    b->held -= (int64_t)cap;
+    free(buf);
+    if (b->spent)
+        return ARCH_STOPPED;
+    return ARCH_OK; /* an unreadable inner archive is libclamav's to judge */
+}
+
+/* Read the current member: sniff its head, recurse or drain. */
+static int
+read_member(struct level *lv)
+{
+    struct arch_budget *b = lv->b;
+    la_ssize_t n = archive_read_data(lv->a, lv->chunk, CHUNK);
+
+    if (n < 0)
+        return b->spent ? ARCH_STOPPED : data_error(lv);
+    if (n == 0)
+        return ARCH_OK;
+    if (count(lv, (size_t)n) != ARCH_OK)
+        return ARCH_STOPPED;
+    if (arch_sniff(lv->chunk, (size_t)n)) {
+        if (b->lim.depth && lv->depth + 1 > b->lim.depth)
+            return hit(b, ARCH_EV_DEPTH, lv->entry_loc, lv->depth + 1, b->lim.depth);
+        /* With the depth limit off, a zip that contains itself still ends. */
+        if (lv->depth + 1 <= ARCH_MAX_DEPTH)
+            return nested(lv, lv->chunk, (size_t)n);
+    }
+    return drain(lv);
+}
+
+/* Walk the members of one opened archive. */
+static int
+walk_level(struct level *lv)
+{
+    struct arch_budget *b = lv->b;
+    struct archive_entry *ent;
+    int first = 1, failures = 0;
+
+    for (;;) {
+        int r = archive_read_next_header(lv->a, &ent);
+        if (r == ARCHIVE_EOF)
+            return ARCH_OK;
+        if (b->spent)
+            return ARCH_STOPPED;
+        if (r == ARCHIVE_FATAL || (r == ARCHIVE_FAILED && ++failures > 16)) {
+            if (looks_encrypted(lv->a)) {
+                b->encrypted++;
+                note(b, ARCH_EV_ENCRYPTED, lv->location);
+                return ARCH_OK;
+            }
+            if (first)
+                return ARCH_UNREADABLE;
+            if (!lv->broken_reported)
+                note(b, ARCH_EV_BROKEN, lv->location);
+            lv->broken_reported = 1;
+            return ARCH_OK;
+        }
+        if (r == ARCHIVE_FAILED)
+            continue;
+        if (first) {
+            first = 0;
+            if (archive_format(lv->a) == ARCHIVE_FORMAT_RAW) {
+                /* A plain file offered as raw: not ours (it would loop). */
+                if (archive_filter_count(lv->a) <= 1 ||
+                    archive_filter_code(lv->a, 0) == ARCHIVE_FILTER_NONE)
+                    return ARCH_UNREADABLE;
+                lv->raw = 1;
+            }
+        }
+        if (archive_entry_filetype(ent) == AE_IFDIR)
+            continue;
+
+        /* Count, name, check what the header tells. */
+        b->files++;
+        lv->members++;
+        if (lv->raw) {
+            snprintf(lv->entry_loc, sizeof(lv->entry_loc), "%s", lv->location);
+            if (b->member)
+                b->member(b->arg, lv->depth, NULL);
+        } else {
+            const char *name = archive_entry_pathname_utf8(ent);
+            if (name == NULL)
+                name = archive_entry_pathname(ent);
+            make_loc(lv->entry_loc, lv->location, name);
+            if (b->member)
+                b->member(b->arg, lv->depth, name ? name : "?");
+        }
+        if (b->lim.files && b->files > b->lim.files)
+            return hit(b, ARCH_EV_FILES, lv->location, b->files, b->lim.files);
+        if (archive_entry_is_encrypted(ent)) {
+            b->encrypted++;
+            note(b, ARCH_EV_ENCRYPTED, lv->entry_loc);
+            continue;
+        }
+        if (b->lim.file_size && archive_entry_size_is_set(ent) &&
+            archive_entry_size(ent) > b->lim.file_size)
+            return hit(b, ARCH_EV_FILE_SIZE, lv->entry_loc, archive_entry_size(ent),
+                       b->lim.file_size);
+
+        lv->entry_bytes = 0;
+        int rc = read_member(lv);
+        if (rc == ARCH_STOPPED)
+            return ARCH_STOPPED;
+        /* DATA_ERROR: the next header tells whether the reader goes on. */
+    }
+}
+
+/* Open data (in memory, seekable) as an archive at the given depth and walk it. */
+static int
+walk_buffer_as(struct arch_budget *b, const void *data, size_t len, int depth, const char *location,
+               int raw_only, int *empty_stream)
+{
+    struct level lv = {0};
+    int rc;
+
+    lv.b = b;
+    lv.depth = depth;
+    lv.location = location;
+    lv.a = reader_new(raw_only);
+    lv.chunk = malloc(CHUNK);
+    if (lv.a == NULL || lv.chunk == NULL) {
+        rc = ARCH_UNREADABLE;
+        goto out;
+    }
+    if (archive_read_open_memory(lv.a, data, len) != ARCHIVE_OK) {
+        rc = ARCH_UNREADABLE;
+        goto out;
+    }
+    if (depth > b->max_depth)
+        b->max_depth = depth;
+    rc = walk_level(&lv);
+    /* A compressed stream read as an archive with no member (zeros read as an empty tar). */
+    *empty_stream = rc == ARCH_OK && lv.members == 0 && !lv.raw && archive_filter_count(lv.a) > 1;
+out:
+    if (lv.a)
+        archive_read_free(lv.a);
+    free(lv.chunk);
+    return rc;
+}
+
+/*
+ * Walk data; when it turned out to be a compressed stream holding an empty
+ * archive, measure the stream itself too (its expansion is what it costs).
+ */
+static int
+walk_buffer(struct arch_budget *b, const void *data, size_t len, int depth, const char *location)
+{
+    int empty = 0, rc = walk_buffer_as(b, data, len, depth, location, 0, &empty);
+
+    if (empty && !b->spent)
+        rc = walk_buffer_as(b, data, len, depth, location, 1, &empty);
+    return rc;
+}
+
+int
+arch_walk(struct arch_budget *b, const void *data, size_t len, const char *location)
+{
+    if (b->spent)
+        return ARCH_STOPPED;
+    return walk_buffer(b, data, len, 1, location);
+}

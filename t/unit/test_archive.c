@@ -1,0 +1,517 @@
+/*
+ * test_archive.c - sr_archive.c: archives built here with libarchive's
+ * writer, walked under a budget: counts, each limit, nesting (in memory
+ * and streamed), encryption, compressed streams, broken input, memory bound.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include <archive.h>
+#include <archive_entry.h>
+
+#include "sr_archive.h"
+
+/* An archive under construction in memory. */
+struct mem {
+    unsigned char *p;
+    size_t len, cap;
+};
+
+struct event_rec {
+    enum arch_event ev;
+    char loc[1024];
+    int64_t value, limit;
+};
+
+struct rec {
+    struct event_rec ev[64];
+    int nev;
+    char members[64][256];
+    int member_depth[64];
+    int nmembers;
+};
+
+static void
+report(void *arg, enum arch_event ev, const char *loc, int64_t value, int64_t limit)
+{
+    struct rec *r = arg;
+    if (r->nev < 64) {
+        r->ev[r->nev].ev = ev;
+        snprintf(r->ev[r->nev].loc, sizeof(r->ev[r->nev].loc), "%s", loc);
+        r->ev[r->nev].value = value;
+        r->ev[r->nev].limit = limit;
+        r->nev++;
+    }
+}
+
+static void
+member(void *arg, int depth, const char *name)
+{
+    struct rec *r = arg;
+    if (r->nmembers < 64) {
+        snprintf(r->members[r->nmembers], 256, "%s", name ? name : "(stream)");
+        r->member_depth[r->nmembers] = depth;
+        r->nmembers++;
+    }
+}
+
+static la_ssize_t
+mem_write(struct archive *a, void *cd, const void *buf, size_t n)
+{
+    struct mem *m = cd;
+    (void)a;
+    if (m->len + n > m->cap) {
+        size_t ncap = (m->cap + n) * 2;
+        m->p = realloc(m->p, ncap);
+        assert_non_null(m->p);
+        m->cap = ncap;
+    }
+    memcpy(m->p + m->len, buf, n);
+    m->len += n;
+    return (la_ssize_t)n;
+}
+
+/* A file to put in an archive: name, data (or fill byte and size). */
+struct file {
+    const char *name;
+    const void *data;
+    size_t size;
+    int fill; /* -1: use data; 0..255: this byte repeated; 256: pseudo-random */
+};
+
+/* Write files with the given format ("zip", "7zip", "ustar") and filter ("gzip", "xz", NULL). */
+static struct mem
+make(const char *format, const char *filter, const char *options, const struct file *files, int n)
+{
+    struct archive *a = archive_write_new();
+    struct mem m = {0};
+    static unsigned char block[65536];
+
+    assert_int_equal(archive_write_set_format_by_name(a, format), ARCHIVE_OK);
+    if (filter)
+        assert_int_equal(archive_write_add_filter_by_name(a, filter), ARCHIVE_OK);
+    if (options) {
+        assert_int_equal(archive_write_set_options(a, options), ARCHIVE_OK);
+        assert_int_equal(archive_write_set_passphrase(a, "secret"), ARCHIVE_OK);
+    }
+    archive_write_set_bytes_in_last_block(a, 1);
+    assert_int_equal(archive_write_open(a, &m, NULL, mem_write, NULL), ARCHIVE_OK);
+    for (int i = 0; i < n; i++) {
+        struct archive_entry *e = archive_entry_new();
+        archive_entry_set_pathname(e, files[i].name);
+        archive_entry_set_size(e, (la_int64_t)files[i].size);
+        archive_entry_set_filetype(e, AE_IFREG);
+        archive_entry_set_perm(e, 0644);
+        assert_int_equal(archive_write_header(a, e), ARCHIVE_OK);
+        if (files[i].fill < 0) {
+            assert_int_equal(archive_write_data(a, files[i].data, files[i].size),
+                             (la_ssize_t)files[i].size);
+        } else {
+            uint32_t x = 12345;
+            for (size_t left = files[i].size; left > 0;) {
+                size_t k = left < sizeof(block) ? left : sizeof(block);
+                if (files[i].fill == 256) {
+                    for (size_t j = 0; j < k; j++) {
+                        x = x * 1103515245 + 12345;
+                        block[j] = (unsigned char)(x >> 16);
+                    }
+                } else {
+                    memset(block, files[i].fill, k);
+                }
+                assert_int_equal(archive_write_data(a, block, k), (la_ssize_t)k);
+                left -= k;
+            }
+        }
+        archive_entry_free(e);
+    }
+    assert_int_equal(archive_write_close(a), ARCHIVE_OK);
+    archive_write_free(a);
+    return m;
+}
+
+static struct arch_limits
+limits(int64_t depth, int64_t files, int64_t file_size, int64_t total, int64_t ratio)
+{
+    struct arch_limits l = {depth, files, file_size, total, ratio};
+    return l;
+}
+
+static const struct arch_limits defaults = {8, 1000, 100 << 20, 500 << 20, 250};
+
+static void
+init(struct arch_budget *b, const struct arch_limits *l, struct rec *r)
+{
+    memset(r, 0, sizeof(*r));
+    arch_budget_init(b, l, report, r);
+    b->member = member;
+}
+
+static void
+test_sniff(void **state)
+{
+    (void)state;
+    struct file f = {"a.txt", "hello", 5, -1};
+    struct mem z = make("zip", NULL, NULL, &f, 1);
+    struct mem t = make("ustar", NULL, NULL, &f, 1);
+    struct mem g = make("ustar", "gzip", NULL, &f, 1);
+    struct mem s = make("7zip", NULL, NULL, &f, 1);
+
+    assert_true(arch_sniff(z.p, z.len));
+    assert_true(arch_sniff(t.p, t.len));
+    assert_true(arch_sniff(g.p, g.len));
+    assert_true(arch_sniff(s.p, s.len));
+    assert_false(arch_sniff("hello world, this is text", 25));
+    assert_false(arch_sniff("PK", 2));
+    assert_false(arch_sniff(NULL, 0));
+    free(z.p);
+    free(t.p);
+    free(g.p);
+    free(s.p);
+}
+
+static void
+test_plain_zip(void **state)
+{
+    (void)state;
+    struct file f[] = {
+        {"a.txt", "alpha", 5, -1}, {"dir/b.txt", "bravo!", 6, -1}, {"c.bin", NULL, 10000, 'c'}};
+    struct mem z = make("zip", NULL, NULL, f, 3);
+    struct arch_budget b;
+    struct rec r;
+
+    init(&b, &defaults, &r);
+    assert_int_equal(arch_walk(&b, z.p, z.len, "msg/x.zip"), ARCH_OK);
+    assert_int_equal(b.files, 3);
+    assert_int_equal(b.total, 5 + 6 + 10000);
+    assert_int_equal(b.max_depth, 1);
+    assert_int_equal(r.nev, 0);
+    assert_int_equal(r.nmembers, 3);
+    assert_string_equal(r.members[1], "dir/b.txt");
+    assert_int_equal(r.member_depth[1], 1);
+    assert_false(b.spent);
+    free(z.p);
+}
+
+static void
+test_file_size_declared_and_counted(void **state)
+{
+    (void)state;
+    struct file f[] = {{"small.txt", "ok", 2, -1}, {"big.bin", NULL, 300000, 256}};
+    struct mem z = make("zip", NULL, NULL, f, 2);
+    struct mem t = make("ustar", "xz", NULL, f, 2);
+    struct arch_limits l = limits(8, 1000, 100000, 0, 0);
+    struct arch_budget b;
+    struct rec r;
+
+    /* zip: the central directory declares the size; no expansion needed. */
+    init(&b, &l, &r);
+    assert_int_equal(arch_walk(&b, z.p, z.len, "x.zip"), ARCH_STOPPED);
+    assert_int_equal(r.nev, 1);
+    assert_int_equal(r.ev[0].ev, ARCH_EV_FILE_SIZE);
+    assert_string_equal(r.ev[0].loc, "x.zip/big.bin");
+    assert_int_equal(r.ev[0].value, 300000);
+    assert_int_equal(r.ev[0].limit, 100000);
+    assert_true(b.spent);
+    /* The budget is spent: the next walk of the message stops at once. */
+    assert_int_equal(arch_walk(&b, z.p, z.len, "again.zip"), ARCH_STOPPED);
+    assert_int_equal(r.nev, 1);
+
+    init(&b, &l, &r);
+    assert_int_equal(arch_walk(&b, t.p, t.len, "x.tar.xz"), ARCH_STOPPED);
+    assert_int_equal(r.ev[0].ev, ARCH_EV_FILE_SIZE);
+    assert_string_equal(r.ev[0].loc, "x.tar.xz/big.bin");
+    free(z.p);
+    free(t.p);
+}
+
+static void
+test_files_limit(void **state)
+{
+    (void)state;
+    struct file f[20];
+    char names[20][16];
+    for (int i = 0; i < 20; i++) {
+        snprintf(names[i], sizeof(names[i]), "f%02d.txt", i);
+        f[i] = (struct file){names[i], "x", 1, -1};
+    }
+    struct mem z = make("zip", NULL, NULL, f, 20);
+    struct arch_limits l = limits(8, 10, 0, 0, 0);
+    struct arch_budget b;
+    struct rec r;
+
+    init(&b, &l, &r);
+    assert_int_equal(arch_walk(&b, z.p, z.len, "many.zip"), ARCH_STOPPED);
+    assert_int_equal(r.nev, 1);
+    assert_int_equal(r.ev[0].ev, ARCH_EV_FILES);
+    assert_int_equal(r.ev[0].value, 11);
+    assert_int_equal(b.files, 11);
+
+    /* One budget per message: two archives of 6 files each exceed 10. */
+    struct mem z6 = make("zip", NULL, NULL, f, 6);
+    init(&b, &l, &r);
+    assert_int_equal(arch_walk(&b, z6.p, z6.len, "a.zip"), ARCH_OK);
+    assert_int_equal(arch_walk(&b, z6.p, z6.len, "b.zip"), ARCH_STOPPED);
+    assert_int_equal(r.ev[0].ev, ARCH_EV_FILES);
+    assert_string_equal(r.ev[0].loc, "b.zip");
+    free(z.p);
+    free(z6.p);
+}
+
+/* A zip holding readme.txt and docs/<inner name> = inner, n levels deep. */
+static struct mem
+nest(int levels, const char *leaf, size_t leaflen)
+{
+    struct mem cur = {0};
+    char name[64] = "docs/eicar.txt";
+    const void *data = leaf;
+    size_t len = leaflen;
+
+    for (int i = 0; i < levels; i++) {
+        struct file f[] = {{"readme.txt", "read me", 7, -1}, {name, data, len, -1}};
+        struct mem next = make("zip", NULL, NULL, f, 2);
+        free(cur.p);
+        cur = next;
+        data = cur.p;
+        len = cur.len;
+        snprintf(name, sizeof(name), "docs/level%d.zip", levels - 1 - i);
+    }
+    return cur;
+}
+
+static void
+test_depth(void **state)
+{
+    (void)state;
+    struct mem z = nest(5, "leaf", 4);
+    struct arch_limits l4 = limits(4, 0, 0, 0, 0);
+    struct arch_budget b;
+    struct rec r;
+
+    init(&b, &defaults, &r);
+    assert_int_equal(arch_walk(&b, z.p, z.len, "outer.zip"), ARCH_OK);
+    assert_int_equal(b.max_depth, 5);
+    assert_int_equal(b.files, 10);
+    assert_int_equal(r.nev, 0);
+    /* The innermost member, at depth 5, with its full path. */
+    int found = 0;
+    for (int i = 0; i < r.nmembers; i++)
+        if (strcmp(r.members[i], "docs/eicar.txt") == 0 && r.member_depth[i] == 5)
+            found = 1;
+    assert_true(found);
+
+    init(&b, &l4, &r);
+    assert_int_equal(arch_walk(&b, z.p, z.len, "outer.zip"), ARCH_STOPPED);
+    assert_int_equal(r.nev, 1);
+    assert_int_equal(r.ev[0].ev, ARCH_EV_DEPTH);
+    assert_int_equal(r.ev[0].value, 5);
+    assert_string_equal(
+        r.ev[0].loc, "outer.zip/docs/level1.zip/docs/level2.zip/docs/level3.zip/docs/level4.zip");
+    free(z.p);
+
+    /* Depth limit off: nesting is still followed no deeper than ARCH_MAX_DEPTH. */
+    struct arch_limits off = limits(0, 0, 0, 0, 0);
+    z = nest(ARCH_MAX_DEPTH + 8, "leaf", 4);
+    init(&b, &off, &r);
+    assert_int_equal(arch_walk(&b, z.p, z.len, "deep.zip"), ARCH_OK);
+    assert_int_equal(b.max_depth, ARCH_MAX_DEPTH);
+    assert_int_equal(r.nev, 0);
+    free(z.p);
+}
+
+static void
+test_total_across_parts(void **state)
+{
+    (void)state;
+    struct file f[] = {{"a.bin", NULL, 60000, 'a'}};
+    struct mem z = make("zip", NULL, NULL, f, 1);
+    struct arch_limits l = limits(8, 0, 0, 130000, 0);
+    struct arch_budget b;
+    struct rec r;
+
+    init(&b, &l, &r);
+    assert_int_equal(arch_account_file(&b, 20000, "msg/body"), ARCH_OK);
+    assert_int_equal(arch_walk(&b, z.p, z.len, "one.zip"), ARCH_OK);
+    assert_int_equal(arch_walk(&b, z.p, z.len, "two.zip"), ARCH_STOPPED);
+    assert_int_equal(r.nev, 1);
+    assert_int_equal(r.ev[0].ev, ARCH_EV_TOTAL);
+    assert_string_equal(r.ev[0].loc, "two.zip/a.bin");
+    assert_true(r.ev[0].value > 130000);
+
+    /* A plain part alone over file_size. */
+    struct arch_limits l2 = limits(8, 0, 1000, 0, 0);
+    init(&b, &l2, &r);
+    assert_int_equal(arch_account_file(&b, 1001, "msg/big.txt"), ARCH_STOPPED);
+    assert_int_equal(r.ev[0].ev, ARCH_EV_FILE_SIZE);
+    free(z.p);
+}
+
+static void
+test_ratio(void **state)
+{
+    (void)state;
+    struct file f[] = {{"zeros.bin", NULL, 16 << 20, 0}};
+    struct mem z = make("zip", NULL, NULL, f, 1);
+    struct mem g = make("raw", "gzip", NULL, f, 1);
+    struct arch_limits l = limits(8, 0, 0, 0, 250);
+    struct arch_budget b;
+    struct rec r;
+
+    init(&b, &l, &r);
+    assert_int_equal(arch_walk(&b, z.p, z.len, "zeros.zip"), ARCH_STOPPED);
+    assert_int_equal(r.ev[0].ev, ARCH_EV_RATIO);
+    assert_true(r.ev[0].value > 250);
+    /* Stopped early: not all 16 MiB expanded. */
+    assert_true(b.total < (16 << 20));
+
+    /* A lone gzip stream (zeros look like an empty tar to libarchive). */
+    init(&b, &l, &r);
+    assert_int_equal(arch_walk(&b, g.p, g.len, "zeros.gz"), ARCH_STOPPED);
+    assert_int_equal(r.ev[0].ev, ARCH_EV_RATIO);
+    assert_string_equal(r.ev[0].loc, "zeros.gz");
+
+    /* Under the floor: a small very compressible file is fine. */
+    struct file small[] = {{"z.txt", NULL, 512 << 10, 'z'}};
+    struct mem zs = make("zip", NULL, NULL, small, 1);
+    init(&b, &l, &r);
+    assert_int_equal(arch_walk(&b, zs.p, zs.len, "z.zip"), ARCH_OK);
+    assert_int_equal(r.nev, 0);
+    free(z.p);
+    free(g.p);
+    free(zs.p);
+}
+
+static void
+test_encrypted(void **state)
+{
+    (void)state;
+    struct file f[] = {{"secret.doc", "top secret data", 15, -1}, {"b.txt", "b", 1, -1}};
+    struct mem z = make("zip", NULL, "zip:encryption=zipcrypt", f, 2);
+    struct arch_budget b;
+    struct rec r;
+
+    init(&b, &defaults, &r);
+    assert_int_equal(arch_walk(&b, z.p, z.len, "locked.zip"), ARCH_OK);
+    assert_int_equal(b.encrypted, 2);
+    assert_int_equal(r.nev, 2);
+    assert_int_equal(r.ev[0].ev, ARCH_EV_ENCRYPTED);
+    assert_string_equal(r.ev[0].loc, "locked.zip/secret.doc");
+    assert_false(b.spent); /* not a limit: the walk goes on */
+    free(z.p);
+}
+
+static void
+test_streamed_nested(void **state)
+{
+    (void)state;
+    /* An inner zip bigger than ARCH_NEST_BUFFER: read as a stream. */
+    struct file in[] = {{"noise.bin", NULL, 3 << 20, 256}, {"deep.txt", "deep", 4, -1}};
+    struct mem inner = make("zip", NULL, NULL, in, 2);
+    struct file out[] = {{"inner.zip", inner.p, inner.len, -1}, {"after.txt", "x", 1, -1}};
+    struct mem outer = make("zip", NULL, NULL, out, 2);
+    struct arch_budget b;
+    struct rec r;
+
+    assert_true(inner.len > ARCH_NEST_BUFFER);
+    init(&b, &defaults, &r);
+    assert_int_equal(arch_walk(&b, outer.p, outer.len, "outer.zip"), ARCH_OK);
+    assert_int_equal(r.nev, 0);
+    assert_int_equal(b.max_depth, 2);
+    int deep = 0, after = 0;
+    for (int i = 0; i < r.nmembers; i++) {
+        deep |= strcmp(r.members[i], "deep.txt") == 0 && r.member_depth[i] == 2;
+        after |= strcmp(r.members[i], "after.txt") == 0 && r.member_depth[i] == 1;
+    }
+    assert_true(deep);
+    assert_true(after);
+    assert_true(b.peak_buffer <= ARCH_NEST_BUFFER);
+    free(inner.p);
+    free(outer.p);
+}
+
+static void
+test_formats(void **state)
+{
+    (void)state;
+    struct file f[] = {{"one.txt", "one", 3, -1}, {"two.txt", "two!", 4, -1}};
+    const char *fmt[][2] = {{"ustar", "gzip"}, {"ustar", "bzip2"}, {"ustar", "xz"},
+                            {"7zip", NULL},    {"cpio", NULL},     {"zip", NULL}};
+    for (size_t i = 0; i < sizeof(fmt) / sizeof(fmt[0]); i++) {
+        struct mem m = make(fmt[i][0], fmt[i][1], NULL, f, 2);
+        struct arch_budget b;
+        struct rec r;
+        init(&b, &defaults, &r);
+        assert_int_equal(arch_walk(&b, m.p, m.len, "x"), ARCH_OK);
+        assert_int_equal(b.files, 2);
+        assert_int_equal(b.total, 7);
+        free(m.p);
+    }
+
+    /* A 7z inside a zip (seekable format nested, read from memory). */
+    struct mem s = make("7zip", NULL, NULL, f, 2);
+    struct file o[] = {{"pack.7z", s.p, s.len, -1}};
+    struct mem z = make("zip", NULL, NULL, o, 1);
+    struct arch_budget b;
+    struct rec r;
+    init(&b, &defaults, &r);
+    assert_int_equal(arch_walk(&b, z.p, z.len, "x.zip"), ARCH_OK);
+    assert_int_equal(b.files, 3);
+    assert_int_equal(b.max_depth, 2);
+    free(s.p);
+    free(z.p);
+}
+
+static void
+test_broken(void **state)
+{
+    (void)state;
+    unsigned char junk[4096];
+    struct arch_budget b;
+    struct rec r;
+
+    memcpy(junk, "PK\3\4", 4);
+    for (size_t i = 4; i < sizeof(junk); i++)
+        junk[i] = (unsigned char)(i * 7);
+    init(&b, &defaults, &r);
+    assert_int_equal(arch_walk(&b, junk, sizeof(junk), "junk.zip"), ARCH_UNREADABLE);
+    assert_false(b.spent);
+
+    /* A truncated zip: what can be read is read, no crash. */
+    struct file f[] = {{"a.bin", NULL, 100000, 256}, {"b.bin", NULL, 1000, 'b'}};
+    struct mem z = make("ustar", "gzip", NULL, f, 2);
+    init(&b, &defaults, &r);
+    int rc = arch_walk(&b, z.p, z.len / 2, "cut.tar.gz");
+    assert_true(rc == ARCH_OK || rc == ARCH_UNREADABLE);
+    assert_false(b.spent);
+    free(z.p);
+
+    /* Plain data that only looks like gzip by its first bytes. */
+    unsigned char fake[100] = {0x1F, 0x8B, 8, 0};
+    init(&b, &defaults, &r);
+    rc = arch_walk(&b, fake, sizeof(fake), "fake.gz");
+    assert_true(rc == ARCH_OK || rc == ARCH_UNREADABLE);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sniff),
+        cmocka_unit_test(test_plain_zip),
+        cmocka_unit_test(test_file_size_declared_and_counted),
+        cmocka_unit_test(test_files_limit),
+        cmocka_unit_test(test_depth),
+        cmocka_unit_test(test_total_across_parts),
+        cmocka_unit_test(test_ratio),
+        cmocka_unit_test(test_encrypted),
+        cmocka_unit_test(test_streamed_nested),
+        cmocka_unit_test(test_formats),
+        cmocka_unit_test(test_broken),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
