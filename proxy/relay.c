@@ -591,6 +591,23 @@ build_batch(struct relay_conn *c, struct evbuffer *out)
     return 0;
 }
 
+/* Does the envelope hold non-ASCII addresses (RFC 6531)? */
+static int
+needs_smtputf8(const struct envelope *env)
+{
+    for (const unsigned char *p = (const unsigned char *)env->sender; p && *p; p++)
+        if (*p >= 0x80)
+            return 1;
+    for (size_t i = 0; i < env->nrcpt; i++) {
+        if (!rcpt_tried(env, i))
+            continue;
+        for (const unsigned char *p = (const unsigned char *)env->rcpt[i].addr; *p; p++)
+            if (*p >= 0x80)
+                return 1;
+    }
+    return 0;
+}
+
 static void
 conn_start_job(struct relay_conn *c)
 {
@@ -614,6 +631,21 @@ conn_start_job(struct relay_conn *c)
         return; /* a new connection: the handshake calls us back */
     j->t_conn = 0;
     c->ntx++;
+
+    /* SMTPUTF8 mail with UTF-8 addresses cannot go to a server without it (RFC 6531 3.2). */
+    if (j->env->smtputf8 && !c->ext_smtputf8 && needs_smtputf8(j->env)) {
+        char text[300];
+        snprintf(text, sizeof(text),
+                 "554 5.6.7 SMTPUTF8 is required, but was not offered by host %s", r->name);
+        for (size_t i = 0; i < j->env->nrcpt; i++)
+            if (rcpt_tried(j->env, i))
+                set_result(&j->res[i], RELAY_PERM, 554, "5.6.7", text);
+        snprintf(j->perm_reply, sizeof(j->perm_reply), "%s", text);
+        c->job = NULL;
+        job_finish(r, j);
+        conn_go_idle(c);
+        return;
+    }
 
     struct evbuffer *batch = evbuffer_new();
     if (batch == NULL || build_batch(c, batch) < 0) {

@@ -264,6 +264,7 @@ do_data(struct smtpd_proto *p, const char *args)
     }
     p->state = SMTPD_S_DATA;
     p->data_state = DS_LINE_START;
+    p->data_last_cr = 0;
     p->data_size = 0;
     p->data_too_big = 0;
     p->data_error = 0;
@@ -429,7 +430,11 @@ data_done(struct smtpd_proto *p)
     p->ops->data_end(p->arg, env, p->data_size);
 }
 
-/* Body bytes; returns bytes consumed (stops right after the final dot). */
+/*
+ * Body bytes; returns bytes consumed (stops right after the final dot).
+ * Only CR LF ends a line here: a '.' after a bare LF is content, and only
+ * CR LF "." CR LF ends the data (no SMTP smuggling through "\n.\n").
+ */
 static size_t
 data_feed(struct smtpd_proto *p, const char *buf, size_t len)
 {
@@ -451,10 +456,15 @@ data_feed(struct smtpd_proto *p, const char *buf, size_t len)
             const char *nl = memchr(buf + i, '\n', len - i);
             if (nl == NULL) {
                 i = len;
-            } else {
-                i = (size_t)(nl - buf) + 1;
-                p->data_state = DS_LINE_START;
+                p->data_last_cr = buf[len - 1] == '\r';
+                break;
             }
+            size_t k = (size_t)(nl - buf);
+            int cr = k > 0 ? buf[k - 1] == '\r' : p->data_last_cr;
+            i = k + 1;
+            p->data_last_cr = 0;
+            if (cr)
+                p->data_state = DS_LINE_START;
             break;
         }
         case DS_DOT:
@@ -462,11 +472,9 @@ data_feed(struct smtpd_proto *p, const char *buf, size_t len)
                 i++;
                 start = i;
                 p->data_state = DS_DOT_CR;
-            } else if (buf[i] == '\n') {
-                data_done(p);
-                return i + 1;
             } else {
                 p->data_state = DS_MID; /* the stuffed dot is dropped */
+                p->data_last_cr = 0;
             }
             break;
         case DS_DOT_CR:
@@ -476,6 +484,7 @@ data_feed(struct smtpd_proto *p, const char *buf, size_t len)
             }
             data_emit(p, "\r", 1); /* ".\rX": the CR was content */
             p->data_state = DS_MID;
+            p->data_last_cr = 1;
             break;
         }
     }

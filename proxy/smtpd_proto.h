@@ -58,6 +58,7 @@ struct smtpd_proto {
     size_t ncommands, nerrors;
     /* DATA scanner */
     int data_state;          /* see smtpd_proto.c */
+    int data_last_cr;        /* the previous body byte was CR */
     int64_t data_size;       /* unstuffed bytes */
     int data_too_big;
     int data_error;          /* errno of a failed data_chunk, 0 none */

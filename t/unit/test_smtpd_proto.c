@@ -263,6 +263,16 @@ static struct dialogue dialogues[] = {
      .in = "EHLO c\nNOOP\nQUIT\n",
      .out = GREETING EHLO_REPLY OK_GEN BYE,
      .events = "C"},
+    {.name = "no smuggling: only CRLF.CRLF ends the data",
+     .in = "EHLO c\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n"
+           "one\n.\nMAIL FROM:<evil@x>\r\n"
+           "two\r\n.\nthree\n.\r\n"
+           "four\r\n.\r\n"
+           "QUIT\r\n",
+     .out = GREETING EHLO_REPLY OK_MAIL OK_RCPT GO_AHEAD QUEUED(1) BYE,
+     .body = "one\n.\nMAIL FROM:<evil@x>\r\ntwo\r\n\nthree\n.\r\nfour\r\n",
+     .events = "BEC",
+     .envs = "from=<a@x> size=47 ret=0 body=0 utf8=0 envid=- to=<b@y>\n"},
     {.name = "pipelined transaction",
      .in = "EHLO client.test\r\n"
            "MAIL FROM:<a@x.test> SIZE=100\r\n"
