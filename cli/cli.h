@@ -20,4 +20,17 @@ typedef int (*cli_cmd_fn)(struct cli_opts *o, int argc, char **argv);
 /* Print usage of the whole command to stderr. */
 void cli_usage(void);
 
+/* cli_util.c: output of untrusted text, requests to the daemon. */
+#include <stddef.h>
+#include <stdio.h>
+/* Length of the valid UTF-8 sequence at s (1..4), or 0 when invalid. */
+size_t cli_utf8_seq(const unsigned char *s);
+/* s for a terminal: control characters and invalid UTF-8 as '?'. */
+void cli_put_safe(FILE *fp, const char *s);
+/* s as a JSON string with its quotes (invalid UTF-8 as U+FFFD). */
+void cli_put_json(FILE *fp, const char *s);
+/* One request over the control socket; prints data lines and the final
+ * text. 0 OK, 1 the daemon said ERR, 2 daemon not running/unreachable. */
+int cli_daemon_request(struct cli_opts *o, const char *req);
+
 #endif

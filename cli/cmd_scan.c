@@ -35,31 +35,14 @@ scan_usage(void)
     fprintf(stderr, "usage: scanrelay [-c FILE] [-j] scan [-d DBDIR] [-r NRCPTS] FILE|-\n");
 }
 
-/* A JSON string (UTF-8 passed through, control characters escaped). */
+/* A JSON string (invalid UTF-8 as U+FFFD), or null. */
 static void
 jstr(FILE *f, const char *s)
 {
-    if (s == NULL) {
+    if (s == NULL)
         fputs("null", f);
-        return;
-    }
-    fputc('"', f);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            fprintf(f, "\\%c", c);
-        else if (c == '\n')
-            fputs("\\n", f);
-        else if (c == '\r')
-            fputs("\\r", f);
-        else if (c == '\t')
-            fputs("\\t", f);
-        else if (c < 0x20 || c == 0x7F)
-            fprintf(f, "\\u%04x", c);
-        else
-            fputc(c, f);
-    }
-    fputc('"', f);
+    else
+        cli_put_json(f, s);
 }
 
 static void
