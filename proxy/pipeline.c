@@ -198,6 +198,26 @@ custody_done(void *arg, int rc, int err)
     tx_finish(tx, reply);
 }
 
+/* Partial delivery: the DSN for the refused recipients is queued (or not). */
+static void
+bounce_done(void *arg, int rc, int err)
+{
+    struct msg_tx *tx = arg;
+    char reply[700];
+    if (rc < 0) {
+        /* The upstream keeps the message: at worst a duplicate for the others. */
+        snprintf(reply, sizeof(reply), "%s",
+                 err == ENOSPC || err == EDQUOT
+                     ? "452 4.3.1 Insufficient system storage"
+                     : "451 4.3.0 Error: cannot queue the delivery status notification");
+    } else {
+        const struct relay_rcpt_result *r = first_of(tx, RELAY_OK);
+        snprintf(reply, sizeof(reply), "250 2.0.0 Ok: queued as %s (relayed: %.500s)", tx->qid,
+                 r ? r->text : "");
+    }
+    tx_finish(tx, reply);
+}
+
 /* The first delivery attempt is over: decide the answer. */
 static void
 relay_done(struct relay_job *job, void *arg)
@@ -254,8 +274,11 @@ relay_done(struct relay_job *job, void *arg)
         d->stat_relayed++;
         if (nperm)
             d->stat_bounced++;
-        if (nperm && d->queue)
-            queue_mgr_bounce_now(d->queue, tx->qid, tx->env, tx->res, tx->body);
+        if (nperm && d->queue) {
+            /* The DSN for the refused ones must be on disk before the 250. */
+            queue_mgr_bounce_now(d->queue, tx->qid, tx->env, tx->res, tx->body, bounce_done, tx);
+            return;
+        }
         snprintf(reply, sizeof(reply), "250 2.0.0 Ok: queued as %s (relayed: %.500s)", tx->qid,
                  r->text);
         tx_finish(tx, reply);

@@ -400,6 +400,8 @@ struct bounce_now {
     char qid[QID_LEN + 1];
     char *to;
     int rc;
+    void (*cb)(void *, int, int);
+    void *arg;
 };
 
 static void
@@ -425,6 +427,7 @@ bounce_now_done(void *arg)
         log_warnx("%s: cannot queue the non-delivery notification: %s", b->qid,
                   strerror(-b->rc));
     }
+    b->cb(b->arg, b->rc == 0 ? 0 : -1, b->rc == 0 ? 0 : -b->rc);
     free(b->dsn);
     free(b->to);
     struct daemon *d = b->q->d;
@@ -434,7 +437,8 @@ bounce_now_done(void *arg)
 
 void
 queue_mgr_bounce_now(struct queue_mgr *q, const char *qid, const struct envelope *env,
-                     const struct relay_rcpt_result *res, struct spool *body)
+                     const struct relay_rcpt_result *res, struct spool *body,
+                     void (*cb)(void *arg, int rc, int err), void *arg)
 {
     size_t nb = 0;
     int which[env->nrcpt ? env->nrcpt : 1];
@@ -449,18 +453,26 @@ queue_mgr_bounce_now(struct queue_mgr *q, const char *qid, const struct envelope
     }
     char *dsn = NULL;
     size_t dsnlen = 0;
-    if (nb == 0 ||
-        make_dsn(q, qid, env, env->arrival, which, diag, status, nb, NULL, spool_pread_cb, body,
-                 spool_size(body), &dsn, &dsnlen) < 0 ||
-        dsn == NULL)
+    if (nb && make_dsn(q, qid, env, env->arrival, which, diag, status, nb, NULL, spool_pread_cb,
+                       body, spool_size(body), &dsn, &dsnlen) < 0) {
+        log_warnx("%s: cannot build the non-delivery notification", qid);
+        cb(arg, -1, ENOMEM);
         return;
+    }
+    if (dsn == NULL) {
+        cb(arg, 0, 0); /* none due (null sender, NOTIFY) */
+        return;
+    }
     struct bounce_now *b = calloc(1, sizeof(*b));
     if (b == NULL || (b->to = strdup(env->sender)) == NULL) {
         free(b);
         free(dsn);
         log_warnx("%s: out of memory for the non-delivery notification", qid);
+        cb(arg, -1, ENOMEM);
         return;
     }
+    b->cb = cb;
+    b->arg = arg;
     b->q = q;
     b->dsn = dsn;
     b->dsnlen = dsnlen;
@@ -470,6 +482,7 @@ queue_mgr_bounce_now(struct queue_mgr *q, const char *qid, const struct envelope
         free(b->to);
         free(b->dsn);
         free(b);
+        cb(arg, -1, ENOMEM);
     }
 }
 
@@ -653,6 +666,52 @@ delivery_done(struct relay_job *job, void *arg)
     }
 }
 
+/*
+ * While the downstream is down, messages past their lifetime are returned
+ * at the queue run without an attempt (as Postfix does for a dead
+ * destination): every pending recipient fails with its last reason.
+ */
+static void
+expire_start(struct queue_mgr *q, struct qent *e)
+{
+    const struct sr_config_queue *c = &q->d->cfg->queue;
+    struct qdelivery *qd = calloc(1, sizeof(*qd));
+    if (qd == NULL)
+        return;
+    qd->q = q;
+    qd->e = e;
+    qd->qe = queue_file_load(q->qdir, e->id, 1);
+    if (qd->qe == NULL || qd->qe->where == QUEUE_HOLD) {
+        if (qd->qe)
+            queue_entry_free(qd->qe);
+        free(qd);
+        return;
+    }
+    struct envelope *env = qd->qe->env;
+    int null_sender = env->sender == NULL || env->sender[0] == '\0';
+    time_t lifetime = (time_t)(null_sender ? c->bounce_queue_lifetime : c->maximal_queue_lifetime);
+    qd->res = calloc(env->nrcpt ? env->nrcpt : 1, sizeof(*qd->res));
+    if (qd->res == NULL || time(NULL) - e->arrival < lifetime) {
+        queue_entry_free(qd->qe);
+        free(qd->res);
+        free(qd);
+        return;
+    }
+    for (size_t i = 0; i < env->nrcpt; i++) {
+        struct relay_rcpt_result *r = &qd->res[i];
+        r->cls = RELAY_TEMP;
+        snprintf(r->dsn, sizeof(r->dsn), "4.4.1");
+        snprintf(r->text, sizeof(r->text), "%s",
+                 env->rcpt[i].reason && env->rcpt[i].reason[0] ? env->rcpt[i].reason
+                                                                : "downstream unavailable");
+    }
+    snprintf(qd->job.relay_name, sizeof(qd->job.relay_name), "none");
+    due_unlink(q, e);
+    e->active = 1;
+    q->nactive++;
+    delivery_done(&qd->job, qd);
+}
+
 static void
 delivery_start(struct queue_mgr *q, struct qent *e)
 {
@@ -739,6 +798,21 @@ run_cb(evutil_socket_t fd, short what, void *arg)
     struct queue_mgr *q = arg;
     (void)fd;
     (void)what;
+    if (relay_down(q->d->relay) && !q->d->shutting_down) {
+        const struct sr_config_queue *c = &q->d->cfg->queue;
+        time_t shortest = (time_t)(c->maximal_queue_lifetime < c->bounce_queue_lifetime
+                                       ? c->maximal_queue_lifetime
+                                       : c->bounce_queue_lifetime);
+        time_t now = time(NULL);
+        /* Backwards: expiry removes entries by swapping in the last one. */
+        for (size_t i = q->n; i-- > 0;) {
+            if (i >= q->n)
+                continue;
+            struct qent *e = q->ents[i];
+            if (!e->held && !e->active && now - e->arrival >= shortest)
+                expire_start(q, e);
+        }
+    }
     queue_scan(q, 0);
     queue_pump(q, 0);
 }

@@ -26,10 +26,15 @@ void queue_mgr_enter(struct queue_mgr *q, const char *qid, const struct envelope
                      const char *prefix, size_t prefixlen, struct spool *body,
                      void (*cb)(void *arg, int rc, int err), void *arg);
 
-/* First attempt ended with some recipients refused permanently and others
- * delivered: send the DSN for the refused ones. */
+/*
+ * First attempt ended with some recipients refused permanently and others
+ * delivered: queue the DSN for the refused ones durably, then cb(arg, 0, 0)
+ * (also when no DSN is due), or cb(arg, -1, errno) when it could not be
+ * written. env and body must stay valid until cb.
+ */
 void queue_mgr_bounce_now(struct queue_mgr *q, const char *qid, const struct envelope *env,
-                          const struct relay_rcpt_result *res, struct spool *body);
+                          const struct relay_rcpt_result *res, struct spool *body,
+                          void (*cb)(void *arg, int rc, int err), void *arg);
 
 /* The downstream answers again: deliver everything due now. */
 void queue_mgr_kick(struct queue_mgr *q);

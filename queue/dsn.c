@@ -190,7 +190,12 @@ dsn_build(const struct dsn_req *req, char **out, size_t *outlen)
         db_printf(&b, "Status: %s\r\n", r->status);
         if (req->remote_mta)
             db_printf(&b, "Remote-MTA: dns; %s\r\n", req->remote_mta);
-        db_printf(&b, "Diagnostic-Code: smtp; %s\r\n", r->diag);
+        /* An SMTP reply is "smtp;"; our own words (connect failures) are not. */
+        int is_reply = r->diag[0] >= '2' && r->diag[0] <= '5' && r->diag[1] >= '0' &&
+                       r->diag[1] <= '9' && r->diag[2] >= '0' && r->diag[2] <= '9' &&
+                       (r->diag[3] == ' ' || r->diag[3] == '-' || r->diag[3] == '\0');
+        db_printf(&b, "Diagnostic-Code: %s; %s\r\n", is_reply ? "smtp" : "X-Scanrelay",
+                  r->diag);
     }
     db_printf(&b, "\r\n");
 
