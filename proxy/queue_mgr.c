@@ -566,7 +566,6 @@ finish_done(void *arg)
             due_push(q, de, 0);
     }
     e->active = 0;
-    q->nactive--;
     if (qd->remove) {
         log_info("%s: removed", e->id);
         ent_remove(q, e);
@@ -658,12 +657,16 @@ delivery_done(struct relay_job *job, void *arg)
         qid_next(qd->dsn_id);
     qd->remove = remaining == 0;
     qd->next = backoff(q, qd->e->arrival, qd->now);
+    /* The delivery slot is free now; the entry stays active until its file is updated. */
+    q->nactive--;
     if (workq_submit(q->wq, finish_work, finish_done, qd) < 0) {
         /* Out of memory: leave the file as it is; it is retried later. */
         qd->remove = 0;
         qd->err = ENOMEM;
         finish_done(qd);
+        return;
     }
+    queue_pump(q, 0);
 }
 
 /*
