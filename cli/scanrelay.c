@@ -25,12 +25,25 @@ int cmd_flush(struct cli_opts *o, int argc, char **argv);
 int cmd_scan(struct cli_opts *o, int argc, char **argv);
 int cmd_status(struct cli_opts *o, int argc, char **argv);
 int cmd_reload(struct cli_opts *o, int argc, char **argv);
+int cmd_quarantine(struct cli_opts *o, int argc, char **argv);
+int cmd_log(struct cli_opts *o, int argc, char **argv);
+int cmd_stats(struct cli_opts *o, int argc, char **argv);
 static const struct cli_cmd cli_cmds[] = {
     {"queue", cmd_queue, "queue [-j] [delete|hold|release|requeue ID...|ALL]"},
     {"flush", cmd_flush, "flush [ID...]"},
     {"scan", cmd_scan, "scan [-j] [-d DBDIR] [-r NRCPTS] FILE|-"},
     {"status", cmd_status, "status"},
     {"reload", cmd_reload, "reload"},
+    {"quarantine", cmd_quarantine,
+     "quarantine [-j] list [--from A] [--to A] [--subject GLOB] [--reason R] [--rule NAME]\n"
+     "      [--since T] [--until T] [--limit N] [--state S|all]\n"
+     "  quarantine [-j] show ID [--raw]\n"
+     "  quarantine release ID [--to ADDR...]\n"
+     "  quarantine delete ID..."},
+    {"log", cmd_log,
+     "log [-j] [--from A] [--to A] [--subject GLOB] [--id QID] [--message-id MID]\n"
+     "      [--verdict V] [--action A] [--since T] [--until T] [--limit N]"},
+    {"stats", cmd_stats, "stats [-j] [--days N] [--by hour|day] [--top N]"},
     {NULL, NULL, NULL},
 };
 

@@ -28,6 +28,7 @@
 #include "ctl.h"
 #include "daemon.h"
 #include "log.h"
+#include "qadmin.h"
 #include "queue_mgr.h"
 #include "relay.h"
 
@@ -38,12 +39,20 @@ static struct daemon *ctl_daemon;
 struct ctl_client {
     struct bufferevent *bev;
     int done;
+    int pending;   /* an answer will come from a worker */
+    int gone;      /* the client left while pending: free on the answer */
 };
 
 static void
 ctl_client_free(struct ctl_client *c)
 {
-    bufferevent_free(c->bev);
+    if (c->bev)
+        bufferevent_free(c->bev);
+    c->bev = NULL;
+    if (c->pending) {
+        c->gone = 1; /* the pending answer frees it */
+        return;
+    }
     free(c);
 }
 
@@ -61,6 +70,19 @@ ctl_final(struct ctl_client *c, int ok, const char *text)
                         text && *text ? " " : "", text ? text : "");
     c->done = 1;
     bufferevent_disable(c->bev, EV_READ);
+}
+
+/* A worker finished a request for this client. */
+static void
+ctl_async_done(void *arg, int ok, const char *msg)
+{
+    struct ctl_client *c = arg;
+    c->pending = 0;
+    if (c->gone) {
+        free(c);
+        return;
+    }
+    ctl_final(c, ok, msg);
 }
 
 static void
@@ -118,6 +140,26 @@ ctl_handle(struct ctl_client *c, char *line)
         int rc = queue_mgr_control(d->queue, argv[0], argv + 1, argc - 1, ctl_out, c, msg,
                                    sizeof(msg));
         ctl_final(c, rc == 0, msg);
+        return;
+    }
+    if (strcmp(argv[0], "qrelease") == 0) {
+        if (argc < 2) {
+            ctl_final(c, 0, "qrelease needs a quarantine ID");
+            return;
+        }
+        c->pending = 1;
+        bufferevent_disable(c->bev, EV_READ);
+        qadmin_release(d, argv[1], argv + 2, argc - 2, ctl_async_done, c);
+        return;
+    }
+    if (strcmp(argv[0], "qdelete") == 0) {
+        if (argc < 2) {
+            ctl_final(c, 0, "qdelete needs quarantine IDs");
+            return;
+        }
+        c->pending = 1;
+        bufferevent_disable(c->bev, EV_READ);
+        qadmin_delete(d, argv + 1, argc - 1, ctl_async_done, c);
         return;
     }
     snprintf(msg, sizeof(msg), "unknown request '%.100s'", argv[0]);
@@ -178,7 +220,7 @@ ctl_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
         return;
     }
     bufferevent_setcb(c->bev, ctl_read_cb, ctl_write_cb, ctl_event_cb, c);
-    struct timeval tv = {30, 0};
+    struct timeval tv = {120, 0};
     bufferevent_set_timeouts(c->bev, &tv, &tv);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 }

@@ -16,6 +16,9 @@ struct evconnlistener;
 struct queue_mgr;
 struct scan_pool;
 struct engine_holder;
+struct qstore;
+struct msglog;
+struct workq;
 struct event;
 
 /* An address range for xforward_networks. */
@@ -35,6 +38,9 @@ struct daemon {
     struct queue_mgr *queue;       /* the deferred queue, or NULL */
     struct engine_holder *engines; /* the libclamav engine and its reload, or NULL */
     struct scan_pool *scan_pool;   /* scan threads, or NULL when scanning is off */
+    struct qstore *qstore;         /* the quarantine store */
+    struct msglog *msglog;         /* the message log, or NULL (log { enabled = no }) */
+    struct workq *admin_wq;        /* blocking work for control requests */
     struct event *db_check_ev;     /* periodic signature directory check */
     struct event *db_watch_ev;     /* inotify on the signature directory */
     struct event *db_settle_ev;    /* short delay after a change before checking */

@@ -31,7 +31,9 @@
 
 #include "daemon.h"
 #include "log.h"
+#include "msglog.h"
 #include "pipeline.h"
+#include "qstore.h"
 #include "queue_mgr.h"
 #include "rewrite.h"
 #include "scan.h"
@@ -87,10 +89,71 @@ msg_tx_free(struct msg_tx *tx)
     daemon_check_exit(d);
 }
 
+/* The downstream's queue ID from "250 2.0.0 Ok: queued as 4F1A..." */
+static void
+downstream_id(const char *text, char *out, size_t len)
+{
+    const char *q = text ? strstr(text, "queued as ") : NULL;
+    out[0] = '\0';
+    if (q == NULL)
+        return;
+    q += 10;
+    size_t n = strcspn(q, " ,;)");
+    snprintf(out, len, "%.*s", (int)(n < len ? n : len - 1), q);
+}
+
+/* One row in the message log (the writer thread does the SQLite work). */
+static void
+log_row(const struct msg_tx *tx, const char *reply)
+{
+    struct daemon *d = tx->d;
+    if (d->msglog == NULL)
+        return;
+    const char *rcpts[tx->env->nrcpt ? tx->env->nrcpt : 1];
+    for (size_t i = 0; i < tx->env->nrcpt; i++)
+        rcpts[i] = tx->env->rcpt[i].addr;
+    const struct scan_result *sr = tx->scanned ? &tx->sjob.result : NULL;
+    const struct relay_rcpt_result *ok = NULL;
+    for (size_t i = 0; i < tx->env->nrcpt && tx->res; i++)
+        if (tx->res[i].cls == RELAY_OK && tx->res[i].code) {
+            ok = &tx->res[i];
+            break;
+        }
+    char delays[96], dsn[16] = "", did[64];
+    snprintf(delays, sizeof(delays), "%.2f/%.2f/%.2f/%.2f", tx->t_received - tx->t_begin,
+             tx->job.t_wait, tx->job.t_conn, tx->job.t_xfer);
+    if (strlen(reply) > 8 && reply[3] == ' ' && reply[5] == '.')
+        snprintf(dsn, sizeof(dsn), "%.*s", (int)strcspn(reply + 4, " "), reply + 4);
+    downstream_id(ok ? ok->text : NULL, did, sizeof(did));
+    struct msglog_row row = {
+        .time = (int64_t)tx->env->arrival,
+        .client = tx->client,
+        .sender = tx->env->sender ? tx->env->sender : "",
+        .rcpts = rcpts,
+        .nrcpt = tx->env->nrcpt,
+        .message_id = sr ? sr->message_id : NULL,
+        .subject = sr ? sr->subject : NULL,
+        .size = tx->size,
+        .verdict = tx->result,
+        .action = tx->outcome ? tx->outcome : "relayed",
+        .virus = sr ? sr->virus : NULL,
+        .score = 0,
+        .delay = pipeline_now() - tx->t_begin,
+        .delays = delays,
+        .relay = tx->job.relay_name[0] ? tx->job.relay_name : NULL,
+        .dsn = dsn,
+        .status = reply,
+        .downstream_id = did[0] ? did : NULL,
+    };
+    snprintf(row.id, sizeof(row.id), "%s", tx->qid);
+    msglog_append(d->msglog, &row);
+}
+
 /* Answer the upstream (if still there) and end the transaction. */
 static void
 tx_finish(struct msg_tx *tx, const char *reply)
 {
+    log_row(tx, reply);
     if (tx->done)
         tx->done(tx, reply, tx->arg);
     msg_tx_free(tx);
@@ -134,10 +197,11 @@ verdict_details(const struct msg_tx *tx)
 
 /* One line per recipient for an outcome decided by the verdict (no delivery). */
 static void
-log_verdict(const struct msg_tx *tx, const char *action, const char *dsn, const char *status,
+log_verdict(struct msg_tx *tx, const char *action, const char *dsn, const char *status,
             const char *text)
 {
     double now = pipeline_now();
+    tx->outcome = action;
     for (size_t i = 0; i < tx->env->nrcpt; i++)
         log_info("%s: from=<%s>, to=<%s>, size=%lld, client=%s, result=%s%s, action=%s, "
                  "relay=none, delay=%.2f, delays=%.2f/%.2f/0/0, dsn=%s, status=%s (%s)",
@@ -183,6 +247,7 @@ custody_done(void *arg, int rc, int err)
     if (rc == 0) {
         pipeline_log(tx, RELAY_TEMP, "deferred", "deferred", NULL);
         tx->d->stat_deferred++;
+        tx->outcome = "deferred";
         snprintf(reply, sizeof(reply), "250 2.0.0 Ok: queued as %s (deferred: downstream "
                  "unavailable, held in the scanrelay queue)", tx->qid);
     } else {
@@ -190,6 +255,7 @@ custody_done(void *arg, int rc, int err)
         log_warnx("%s: cannot enter the deferred queue: %s; upstream keeps the message",
                   tx->qid, strerror(err));
         pipeline_log(tx, RELAY_TEMP, "rejected", "deferred", r ? r->text : "");
+        tx->outcome = "rejected";
         if (err == ENOSPC || err == EDQUOT)
             snprintf(reply, sizeof(reply), "452 4.3.1 Insufficient system storage");
         else
@@ -206,6 +272,7 @@ bounce_done(void *arg, int rc, int err)
     char reply[700];
     if (rc < 0) {
         /* The upstream keeps the message: at worst a duplicate for the others. */
+        tx->outcome = "rejected";
         snprintf(reply, sizeof(reply), "%s",
                  err == ENOSPC || err == EDQUOT
                      ? "452 4.3.1 Insufficient system storage"
@@ -263,6 +330,7 @@ relay_done(struct relay_job *job, void *arg)
         char reply[700];
         pipeline_log(tx, RELAY_TEMP, "rejected", "deferred", NULL);
         d->stat_deferred++;
+        tx->outcome = "rejected";
         snprintf(reply, sizeof(reply), "451 %s Downstream unavailable: %.500s",
                  r->code ? "4.4.0" : "4.4.1", r->text);
         tx_finish(tx, reply);
@@ -286,6 +354,7 @@ relay_done(struct relay_job *job, void *arg)
     }
     /* Every recipient refused permanently: pass the downstream's reply back. */
     pipeline_log(tx, RELAY_PERM, "rejected", "bounced", NULL);
+    tx->outcome = "bounced";
     d->stat_rejected++;
     tx_finish(tx, tx->job.perm_reply[0] ? tx->job.perm_reply
                                         : "554 5.0.0 Error: rejected by the downstream server");
@@ -379,31 +448,59 @@ strip_work(struct scan_job *job, struct sr_engine *e)
     sj->err = sj->rc < 0 ? errno : 0;
 }
 
-/* Until the quarantine store is wired in: one file per message under
- * state_directory/quarantine/, the verdict's headers first. */
+/* Reason of the quarantine, for the index. */
+static enum qreason
+quarantine_reason(const struct scan_result *r)
+{
+    switch (r->kind) {
+    case SCAN_VIRUS:
+        return QREASON_VIRUS;
+    case SCAN_ENCRYPTED:
+        return QREASON_ENCRYPTED;
+    case SCAN_LIMIT:
+        return QREASON_LIMIT;
+    default:
+        return QREASON_POLICY;
+    }
+}
+
+/* The quarantine store (pool thread): the message as received, gzip'd, indexed. */
 static void
 quarantine_work(struct scan_job *job, struct sr_engine *e)
 {
     struct side_job *sj = job->user;
     struct msg_tx *tx = sj->tx;
+    const struct scan_result *r = &tx->sjob.result;
+    const char *rcpts[tx->env->nrcpt ? tx->env->nrcpt : 1];
+    const char *rule = NULL;
     (void)e;
-    snprintf(sj->path, sizeof(sj->path), "%s/quarantine", tx->cfg->state_directory);
-    mkdir(sj->path, 0750);
-    snprintf(sj->path, sizeof(sj->path), "%s/quarantine/%s.eml", tx->cfg->state_directory,
-             tx->qid);
-    int fd = open(sj->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
-    sj->rc = -1;
-    if (fd < 0) {
-        sj->err = errno;
-        return;
-    }
-    if ((tx->prefixlen == 0 || write(fd, tx->prefix, tx->prefixlen) == (ssize_t)tx->prefixlen) &&
-        spool_copy_to_fd(tx->body, fd) == 0 && fsync(fd) == 0)
-        sj->rc = 0;
+
+    for (size_t i = 0; i < tx->env->nrcpt; i++)
+        rcpts[i] = tx->env->rcpt[i].addr;
+    for (size_t i = 0; i < r->nfindings; i++)
+        if (r->findings[i].kind == r->kind && r->kind != SCAN_VIRUS) {
+            rule = r->findings[i].name;
+            break;
+        }
+    struct qmeta m = {
+        .time = (int64_t)tx->env->arrival,
+        .client = tx->client,
+        .sender = tx->env->sender ? tx->env->sender : "",
+        .rcpts = rcpts,
+        .nrcpt = tx->env->nrcpt,
+        .hdr_from = r->hdr_from,
+        .subject = r->subject,
+        .message_id = r->message_id,
+        .size = tx->size,
+        .reason = quarantine_reason(r),
+        .rule = rule,
+        .virus = r->virus,
+        .state = QSTATE_HELD,
+    };
+    snprintf(m.id, sizeof(m.id), "%s", tx->qid);
+    struct qsource src = {.kind = QSRC_SPOOL, .spool = tx->body};
+    sj->rc = qstore_put(tx->d->qstore, &m, &src, NULL);
     sj->err = sj->rc < 0 ? errno : 0;
-    close(fd);
-    if (sj->rc < 0)
-        unlink(sj->path);
 }
 
 static void

@@ -28,6 +28,7 @@ struct msg_tx {
     int scanned;               /* sjob.result is valid */
     const char *result;        /* log result=: unscanned, clean, virus, policy, error */
     const char *action;        /* what the verdict did, for the log */
+    const char *outcome;       /* for the message log: relayed, deferred, quarantined, ... */
     struct relay_job job;
     struct relay_rcpt_result *res;
     /* The session's callback with the reply line(s) to send upstream.

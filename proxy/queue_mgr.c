@@ -849,6 +849,16 @@ recovery_cb(void *arg)
 }
 
 void
+queue_mgr_adopt(struct queue_mgr *q, const char *id)
+{
+    struct qent *e = ent_add(q, id, 0, 0, id_arrival(id));
+    if (e) {
+        due_push(q, e, 0);
+        queue_pump(q, 0);
+    }
+}
+
+void
 queue_mgr_kick(struct queue_mgr *q)
 {
     queue_scan(q, 1);

@@ -36,6 +36,9 @@ void queue_mgr_bounce_now(struct queue_mgr *q, const char *qid, const struct env
                           const struct relay_rcpt_result *res, struct spool *body,
                           void (*cb)(void *arg, int rc, int err), void *arg);
 
+/* A complete queue file written by someone else (quarantine release): schedule it now. */
+void queue_mgr_adopt(struct queue_mgr *q, const char *id);
+
 /* The downstream answers again: deliver everything due now. */
 void queue_mgr_kick(struct queue_mgr *q);
 

@@ -37,7 +37,10 @@
 #include "engine.h"
 #include "log.h"
 #include "mime.h"
+#include "msglog.h"
+#include "qstore.h"
 #include "scan_pool.h"
+#include "workq.h"
 #include "queue_mgr.h"
 #include "relay.h"
 #include "smtpd.h"
@@ -393,6 +396,35 @@ db_watch_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* The quarantine store (checked and purged in the background) and the message log. */
+static void
+open_stores(struct daemon *d)
+{
+    char err[1024];
+    struct sr_config *c = d->cfg;
+    d->qstore = qstore_open(c->state_directory, 0, err, sizeof(err));
+    if (d->qstore == NULL)
+        log_fatalx("quarantine: %s", err);
+    long fixed = 0;
+    if (qstore_check(d->qstore, &fixed) < 0)
+        log_warnx("quarantine: the start-up check failed");
+    else if (fixed)
+        log_info("quarantine: repaired %ld leftover(s) of an interrupted run", fixed);
+    if (qstore_purger_start(d->qstore, c->quarantine.retention, c->quarantine.quota, 60) < 0)
+        log_warnx("quarantine: cannot start the retention purger");
+    if (c->log.enabled) {
+        char path[4096];
+        struct msglog_opts o = {.retention = c->log.retention};
+        snprintf(path, sizeof(path), "%s/messages.db", c->state_directory);
+        d->msglog = msglog_open(path, &o, err, sizeof(err));
+        if (d->msglog == NULL)
+            log_fatalx("message log: %s", err);
+    }
+    d->admin_wq = workq_new(d->base, 1);
+    if (d->admin_wq == NULL)
+        log_fatalx("cannot start the admin worker");
+}
+
 static void
 start_scanning(struct daemon *d)
 {
@@ -429,7 +461,8 @@ daemon_check_exit(struct daemon *d)
 {
     if (d->shutting_down && d->nsessions == 0 && d->ntx == 0 &&
         (d->relay == NULL || relay_busy(d->relay) == 0) &&
-        (d->queue == NULL || queue_mgr_busy(d->queue) == 0))
+        (d->queue == NULL || queue_mgr_busy(d->queue) == 0) &&
+        (d->admin_wq == NULL || workq_pending(d->admin_wq) == 0))
         event_base_loopexit(d->base, NULL);
 }
 
@@ -622,6 +655,7 @@ main(int argc, char **argv)
     d->queue = queue_mgr_new(d, err, sizeof(err));
     if (d->queue == NULL)
         log_fatalx("%s", err);
+    open_stores(d);
     if (d->cfg->scan.enabled) {
         choose_database(d->cfg);
         mime_global_init();
@@ -675,6 +709,10 @@ main(int argc, char **argv)
     for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
         if (evs[i])
             event_free(evs[i]);
+    workq_free(d->admin_wq);
+    if (d->msglog)
+        msglog_close(d->msglog);
+    qstore_close(d->qstore);
     if (d->cfg->scan.enabled)
         mime_global_shutdown();
     queue_mgr_free(d->queue);

@@ -655,6 +655,11 @@ scan_message(struct sr_engine *e, const struct sr_config *cfg, const char *msg, 
         st.base = "message";
         clam_scan(&st, msg, len, NULL);
     } else {
+        res->subject = strdup(mime_subject(m));
+        res->hdr_from = strdup(mime_from(m));
+        res->message_id = strdup(mime_message_id(m));
+        if (res->subject == NULL || res->hdr_from == NULL || res->message_id == NULL)
+            st.oom = 1;
         int wrc = mime_walk(m, part_cb, &st);
         res->mime_limits = mime_limits_hit(m);
         if (wrc < 0)
@@ -776,5 +781,8 @@ scan_result_free(struct scan_result *res)
     free(res->virus);
     free(res->location);
     free(res->reason);
+    free(res->subject);
+    free(res->hdr_from);
+    free(res->message_id);
     memset(res, 0, sizeof(*res));
 }

@@ -82,6 +82,11 @@ struct scan_result {
     int64_t archive_peak_buffer; /* most bytes held for nested archives */
     uint64_t engine_generation;
     double elapsed; /* seconds */
+    /* Decoded (UTF-8) header fields, for the message log and the quarantine index;
+     * NULL when the message did not parse. */
+    char *subject;
+    char *hdr_from;
+    char *message_id;
 };
 
 #define SCAN_MAX_FINDINGS 200

@@ -1,0 +1,53 @@
+/* qdb.h - SQLite and text helpers shared by qstore.c and msglog.c (see qdb.c). */
+#ifndef SR_QDB_H
+#define SR_QDB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <sqlite3.h>
+
+/*
+ * Open a database. Writable: created when missing, auto_vacuum=INCREMENTAL
+ * set before the first table, WAL, synchronous NORMAL (OFF with nosync),
+ * busy_timeout, journal_size_limit, then schema (idempotent SQL) executed.
+ * Read-only: SQLITE_OPEN_READONLY and busy_timeout; a missing file is an
+ * error (errno ENOENT). NULL with err on failure.
+ */
+sqlite3 *qdb_open(const char *path, int rdonly, int nosync, const char *schema, char *err,
+                  size_t errlen);
+/* Execute SQL without results; 0 ok, -1 error (logged with what). */
+int qdb_exec(sqlite3 *db, const char *sql, const char *what);
+/* Prepare or log; NULL on error. */
+sqlite3_stmt *qdb_prepare(sqlite3 *db, const char *sql);
+/* Free pages back to the file system (incremental vacuum), then a passive checkpoint. */
+void qdb_shrink(sqlite3 *db);
+
+/*
+ * The folding used for every searchable key (addresses, subjects) and for
+ * the patterns matched against them: Unicode NFKC normalization, then
+ * Unicode case folding (GLib), so "ＣＯＤＥ", "Code" and "code" are one key
+ * and half-width katakana equal full-width; pure ASCII is lowercased
+ * without GLib. Glob metacharacters * ? [ ] survive folding. Invalid UTF-8
+ * is folded bytewise (ASCII letters only). Returns malloc'd text, NULL
+ * only when out of memory; s NULL gives "".
+ */
+char *qfold(const char *s);
+/* 1 if s holds a glob metacharacter (* ? [). */
+int qglob_has_meta(const char *s);
+
+/* Text column as a C string ("" for NULL). */
+const char *qdb_text(sqlite3_stmt *st, int col);
+/* Bind s (NULL as SQL NULL) as static text. */
+int qdb_bind_text(sqlite3_stmt *st, int idx, const char *s);
+
+/* Join strings with sep into a malloc'd text; NULL when out of memory. */
+char *qjoin(const char *const *v, size_t n, char sep);
+/* Split a copy of s at sep; *out is an array of n pointers into the same
+   allocation (free(*out) frees all). -1 when out of memory. */
+int qsplit(const char *s, char sep, char ***out, size_t *n);
+
+/* Microseconds of the monotonic clock. */
+int64_t qdb_now_us(void);
+
+#endif
