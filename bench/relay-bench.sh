@@ -11,6 +11,9 @@
 #                   0: only one connection per message (default 1)
 #   BENCH_ROUNDS    rounds of each measurement, direct and via taking turns;
 #                   the medians are reported (default 3)
+#   BENCH_LOG       1: also measure a second scanrelayd with the SQLite message
+#                   log off (log { enabled = no }) and print the cost of the
+#                   log as a ratio (default 1)
 #   SCANRELAY_BUILD build folder, relative to the source tree or absolute
 #                   (default "build"; a Release build is what to measure)
 #   SCANRELAYD      the daemon binary (default $SCANRELAY_BUILD/proxy/scanrelayd)
@@ -39,6 +42,7 @@ S=${BENCH_SESSIONS:-20}
 L=${BENCH_SIZE:-10240}
 REUSE=${BENCH_REUSE:-1}
 ROUNDS=${BENCH_ROUNDS:-3}
+LOGCMP=${BENCH_LOG:-1}
 
 die() { echo "relay-bench: $*" >&2; exit 2; }
 PATH=$PATH:/usr/sbin:/sbin
@@ -77,9 +81,11 @@ fi
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/relay-bench.XXXXXX") || exit 2
 sink_pid=
 daemon_pid=
+daemon2_pid=
 # shellcheck disable=SC2317 # called through the trap
 cleanup() {
     [ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null
+    [ -n "$daemon2_pid" ] && kill "$daemon2_pid" 2>/dev/null
     [ -n "$sink_pid" ] && kill "$sink_pid" 2>/dev/null
     wait 2>/dev/null
     if [ -n "${KEEP_TMP:-}" ]; then echo "relay-bench: kept $tmp" >&2; else rm -rf "$tmp"; fi
@@ -88,9 +94,9 @@ trap cleanup EXIT
 trap 'exit 1' INT TERM
 
 # Two free loopback ports (bound and released by the kernel's choice).
-read -r sink_port relay_port < <(python3 -c '
+read -r sink_port relay_port relay2_port < <(python3 -c '
 import socket
-socks = [socket.socket() for _ in range(2)]
+socks = [socket.socket() for _ in range(3)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in socks])
@@ -135,6 +141,18 @@ if ! wait_port "$relay_port" "$daemon_pid"; then
     echo "relay-bench: scanrelayd did not start; its log:" >&2
     tail -20 "$tmp/scanrelayd.log" >&2
     exit 1
+fi
+
+if [ "$LOGCMP" = 1 ]; then
+    # The same daemon with the message log off, for the cost of the log.
+    mkdir -p "$tmp/state2" "$tmp/queue2"
+    sed -e "s|127.0.0.1:$relay_port|127.0.0.1:$relay2_port|" -e "s|$tmp/state\"|$tmp/state2\"|" \
+        -e "s|$tmp/queue\"|$tmp/queue2\"|" -e "s|$tmp/control.sock|$tmp/control2.sock|" \
+        "$tmp/scanrelay.conf" >"$tmp/scanrelay-nolog.conf"
+    printf 'log {\n    enabled = no\n}\n' >>"$tmp/scanrelay-nolog.conf"
+    "$daemon" -f -c "$tmp/scanrelay-nolog.conf" >"$tmp/scanrelayd-nolog.log" 2>&1 &
+    daemon2_pid=$!
+    wait_port "$relay2_port" "$daemon2_pid" || die "the second scanrelayd (log off) did not start"
 fi
 
 sink_count() {
@@ -187,9 +205,11 @@ echo "relay-bench: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 warm=$((N / 10 > 200 ? 200 : N / 10 + 1))
 run warm-up "$relay_port" "$warm"
 printf '%-34s %9s %9s %9s\n' "" "msg/s" "seconds" "delivered"
+[ "$LOGCMP" = 1 ] && run warm-up "$relay2_port" "$warm"
 for _ in $(seq 1 "$ROUNDS"); do
     run "direct" "$sink_port" "$N"
     run "via scanrelayd" "$relay_port" "$N"
+    [ "$LOGCMP" = 1 ] && run "via scanrelayd, message log off" "$relay2_port" "$N"
 done
 if [ "$REUSE" = 1 ]; then
     for _ in $(seq 1 "$ROUNDS"); do
@@ -204,7 +224,7 @@ median() { # name
 }
 declare -A rate
 echo "median of $ROUNDS round(s):"
-for name in "direct" "via scanrelayd" "direct, reused connections (-d)" "via scanrelayd, reused (-d)"; do
+for name in "direct" "via scanrelayd" "via scanrelayd, message log off" "direct, reused connections (-d)" "via scanrelayd, reused (-d)"; do
     [ -n "${rates[$name]:-}" ] || continue
     rate[$name]=$(median "$name")
     printf '%-34s %9s msg/s\n' "$name" "${rate[$name]}"
@@ -214,6 +234,8 @@ ratio() { awk -v a="${rate[$1]:-0}" -v b="${rate[$2]:-0}" 'BEGIN { if (b > 0) pr
 echo "ratio via/direct, one connection per message: $(ratio "via scanrelayd" direct)"
 [ "$REUSE" = 1 ] &&
     echo "ratio via/direct, reused connections:         $(ratio "via scanrelayd, reused (-d)" "direct, reused connections (-d)")"
+[ "$LOGCMP" = 1 ] &&
+    echo "ratio message log on/off (1.00 = free):       $(ratio "via scanrelayd" "via scanrelayd, message log off")"
 
 # Peak memory, read while the daemon still runs.
 hwm=$(awk '/^VmHWM:/ { print $2 " " $3 }' "/proc/$daemon_pid/status" 2>/dev/null)
@@ -222,6 +244,8 @@ echo "scanrelayd peak RSS (VmHWM): ${hwm:-unknown}"
 # The daemon's own account: one "status=sent" line per relayed message.
 sent_lines=$(grep -c 'status=sent' "$tmp/scanrelayd.log")
 total=$((warm + N * ROUNDS * (REUSE == 1 ? 2 : 1)))
+rows=$(sqlite3 "$tmp/state/messages.db" 'select count(*) from msg' 2>/dev/null || echo "?")
+echo "message log rows written by scanrelayd: $rows"
 echo "scanrelayd log: $sent_lines status=sent lines for $total messages relayed," \
     "$(grep -ciE 'warn|error|fatal|panic' "$tmp/scanrelayd.log") warning/error lines"
 queued=$(find "$tmp/queue" -type f | wc -l)
