@@ -169,6 +169,7 @@ static cfg_opt_t virus_opts[] = {
     COUNT("max_recursion", 17),
     COUNT("max_files", 10000),
     DUR("max_scan_time", 120),
+    CFG_STR("temporary_directory", "", CFGF_NONE),
     CFG_END(),
 };
 
@@ -477,6 +478,21 @@ config_load(const char *path, int explicit_path, char *err, size_t errlen)
     c->virus.max_recursion = cfg_getint(v, "max_recursion");
     c->virus.max_files = cfg_getint(v, "max_files");
     c->virus.max_scan_time = cfg_getint(v, "max_scan_time");
+    const char *td = cfg_getstr(v, "temporary_directory");
+    if (td[0]) {
+        c->virus.temporary_directory = resolve_path(dir, td);
+    } else {
+        /* libclamav makes a folder per scan: on a RAM-backed file system
+         * that costs next to nothing, on a disk it is a good part of a
+         * small message's scan. */
+        const char *env = getenv("TMPDIR");
+        if (env && env[0] == '/')
+            c->virus.temporary_directory = xstrdup(env);
+        else if (access("/dev/shm", W_OK | X_OK) == 0)
+            c->virus.temporary_directory = xstrdup("/dev/shm");
+        else
+            c->virus.temporary_directory = xstrdup("/tmp");
+    }
 
     cfg_t *s = cfg_getsec(cfg, "scan");
     c->scan.enabled = cfg_getbool(s, "enabled");
@@ -560,5 +576,6 @@ config_free(struct sr_config *c)
         free(c->xforward_networks[i]);
     free(c->xforward_networks);
     free(c->virus.database_directory);
+    free(c->virus.temporary_directory);
     free(c);
 }

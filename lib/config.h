@@ -26,6 +26,8 @@ struct sr_config_virus {
     int64_t max_recursion;       /* CL_ENGINE_MAX_RECURSION, 17 (ClamAV default) */
     int64_t max_files;           /* CL_ENGINE_MAX_FILES, 10000 */
     int64_t max_scan_time;       /* seconds, CL_ENGINE_MAX_SCANTIME, 120 */
+    char *temporary_directory;   /* libclamav's scratch space (CL_ENGINE_TMPDIR); "" in the
+                                    file: $TMPDIR, else /dev/shm when writable, else /tmp */
 };
 
 /* One size rule ("security setting"): 0 threshold = off. */

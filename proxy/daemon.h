@@ -44,9 +44,6 @@ struct daemon {
     struct event *db_check_ev;     /* periodic signature directory check */
     struct event *db_watch_ev;     /* inotify on the signature directory */
     struct event *db_settle_ev;    /* short delay after a change before checking */
-    struct event *reload_ev;       /* a reload finished (from the reload thread) */
-    int reload_ok;
-    char reload_msg[512];
     struct sr_config **retired;    /* old configs still used by messages in flight */
     size_t nretired;
     struct evconnlistener **listeners;

@@ -89,6 +89,13 @@ msg_tx_free(struct msg_tx *tx)
     daemon_check_exit(d);
 }
 
+/* Seconds the message spent waiting for and in the scanner. */
+static double
+scan_wait(const struct msg_tx *tx)
+{
+    return tx->scanned ? tx->sjob.wait_time + tx->sjob.run_time : 0.0;
+}
+
 /* The downstream's queue ID from "250 2.0.0 Ok: queued as 4F1A..." */
 static void
 downstream_id(const char *text, char *out, size_t len)
@@ -121,7 +128,7 @@ log_row(const struct msg_tx *tx, const char *reply)
         }
     char delays[96], dsn[16] = "", did[64];
     snprintf(delays, sizeof(delays), "%.2f/%.2f/%.2f/%.2f", tx->t_received - tx->t_begin,
-             tx->job.t_wait, tx->job.t_conn, tx->job.t_xfer);
+             scan_wait(tx) + tx->job.t_wait, tx->job.t_conn, tx->job.t_xfer);
     if (strlen(reply) > 8 && reply[3] == ' ' && reply[5] == '.')
         snprintf(dsn, sizeof(dsn), "%.*s", (int)strcspn(reply + 4, " "), reply + 4);
     downstream_id(ok ? ok->text : NULL, did, sizeof(did));
@@ -208,7 +215,7 @@ log_verdict(struct msg_tx *tx, const char *action, const char *dsn, const char *
                  tx->qid, tx->env->sender ? tx->env->sender : "", tx->env->rcpt[i].addr,
                  (long long)tx->size, tx->client, tx->result, verdict_details(tx).s, action,
                  now - tx->t_begin, tx->t_received - tx->t_begin,
-                 tx->scanned ? tx->sjob.wait_time + tx->sjob.run_time : 0.0, dsn, status, text);
+                 scan_wait(tx), dsn, status, text);
 }
 
 /*
@@ -232,8 +239,8 @@ pipeline_log(const struct msg_tx *tx, int cls, const char *action, const char *s
                  (long long)tx->size, tx->client, tx->result, verdict_details(tx).s,
                  tx->action ? tx->action : action,
                  tx->job.relay_name[0] ? tx->job.relay_name : "none", now - tx->t_begin, a,
-                 tx->job.t_wait, tx->job.t_conn, tx->job.t_xfer, r->dsn[0] ? r->dsn : "4.0.0",
-                 status, text ? text : r->text);
+                 scan_wait(tx) + tx->job.t_wait, tx->job.t_conn, tx->job.t_xfer,
+                 r->dsn[0] ? r->dsn : "4.0.0", status, text ? text : r->text);
     }
 }
 

@@ -352,27 +352,6 @@ choose_database(struct sr_config *c)
 }
 
 static void
-reload_thread_cb(void *arg, int ok, const char *msg)
-{
-    struct daemon *d = arg;
-    d->reload_ok = ok;
-    snprintf(d->reload_msg, sizeof(d->reload_msg), "%s", msg ? msg : "");
-    event_active(d->reload_ev, 0, 0);
-}
-
-static void
-reload_done_cb(evutil_socket_t fd, short what, void *arg)
-{
-    struct daemon *d = arg;
-    (void)fd;
-    (void)what;
-    if (d->reload_ok)
-        log_info("signatures reloaded: %s", d->reload_msg);
-    else
-        log_warnx("signature reload failed, keeping the old engine: %s", d->reload_msg);
-}
-
-static void
 db_check_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct daemon *d = arg;
@@ -433,8 +412,7 @@ start_scanning(struct daemon *d)
     d->engines = engine_holder_new(&c->virus, err, sizeof(err));
     if (d->engines == NULL)
         log_fatalx("cannot load the signature databases: %s", err);
-    d->reload_ev = event_new(d->base, -1, 0, reload_done_cb, d);
-    engine_holder_on_reload(d->engines, reload_thread_cb, d);
+    /* The engine logs reloads and their failures itself. */
     d->scan_pool = scan_pool_new(d->base, d->engines, c, (int)c->scan.threads,
                                  (int)c->scan.max_pending, err, sizeof(err));
     if (d->scan_pool == NULL)
@@ -705,7 +683,7 @@ main(int argc, char **argv)
         scan_pool_free(d->scan_pool);
     if (d->engines)
         engine_holder_free(d->engines);
-    struct event *evs[] = {d->db_check_ev, d->db_watch_ev, d->db_settle_ev, d->reload_ev};
+    struct event *evs[] = {d->db_check_ev, d->db_watch_ev, d->db_settle_ev};
     for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
         if (evs[i])
             event_free(evs[i]);

@@ -228,6 +228,12 @@ engine_load(const struct sr_config_virus *vc, char *err, size_t errlen)
                 vc->max_scan_time > 4000000 ? 4000000000LL : vc->max_scan_time * 1000, err,
                 errlen) < 0)
         goto bad;
+    if (vc->temporary_directory && vc->temporary_directory[0] &&
+        (rc = cl_engine_set_str(cl, CL_ENGINE_TMPDIR, vc->temporary_directory)) != CL_SUCCESS) {
+        snprintf(err, errlen, "virus temporary_directory %s: %s", vc->temporary_directory,
+                 cl_strerror(rc));
+        goto bad;
+    }
     cl_engine_set_clcb_file_inspection(cl, cb_inspect);
     cl_engine_set_clcb_virus_found(cl, cb_virus);
     rc = cl_engine_compile(cl);
@@ -308,7 +314,10 @@ engine_scan_mem(struct sr_engine *e, const void *data, size_t len, const char *n
     memset(&opts, 0, sizeof(opts));
     opts.general = CL_SCAN_GENERAL_HEURISTICS;
     opts.parse = ~0U;
-    opts.heuristic = CL_SCAN_HEURISTIC_ENCRYPTED_ARCHIVE;
+    /* EXCEEDS_MAX: a scan cut short by max_scan_time says so (as
+     * Heuristics.Limits.Exceeded.MaxScanTime) instead of passing as clean;
+     * heuristics never take precedence over a signature match. */
+    opts.heuristic = CL_SCAN_HEURISTIC_ENCRYPTED_ARCHIVE | CL_SCAN_HEURISTIC_EXCEEDS_MAX;
 
     rc = cl_scanmap_callback(map, name, virname, &scanned, e->cl, &opts, &sc);
     cl_fmap_close(map);
@@ -425,10 +434,12 @@ dir_fingerprint(const char *dir, uint64_t *out)
 static void
 copy_vc(struct sr_config_virus *dst, const struct sr_config_virus *src)
 {
-    char *old = dst->database_directory;
+    char *old = dst->database_directory, *oldtmp = dst->temporary_directory;
     *dst = *src;
     dst->database_directory = xstrdup(src->database_directory);
+    dst->temporary_directory = src->temporary_directory ? xstrdup(src->temporary_directory) : NULL;
     free(old);
+    free(oldtmp);
 }
 
 struct engine_holder *
@@ -467,6 +478,7 @@ engine_holder_free(struct engine_holder *h)
         close(h->inotify_fd);
     engine_unref(h->cur);
     free(h->vc.database_directory);
+    free(h->vc.temporary_directory);
     pthread_cond_destroy(&h->cv);
     pthread_mutex_destroy(&h->mu);
     free(h);
@@ -551,6 +563,7 @@ reload_main(void *arg)
         if (cb)
             cb(cb_arg, e != NULL, msg);
         free(vc.database_directory);
+        free(vc.temporary_directory);
 
         pthread_mutex_lock(&h->mu);
         again = h->again;

@@ -65,6 +65,7 @@ struct state {
     struct arch_budget budget;
     struct timespec deadline;
     int has_deadline;
+    int timed_out;      /* a "scan timeout" finding was added */
     int oom;
     /* The part being scanned. */
     int part;
@@ -354,6 +355,16 @@ found(struct state *st, const char *virname, int with_chain)
     for (char *p = loc; *p; p++)
         if ((unsigned char)*p < 0x20 || *p == 0x7F)
             *p = '?';
+    if (strncmp(virname, "Heuristics.Limits.Exceeded.", 27) == 0) {
+        /* libclamav stopped short: a timeout is a scan error; its other
+         * limits (file size, recursion...) are ours to judge by the size
+         * rules, so they are not findings of their own. */
+        if (strstr(virname, "MaxScanTime") && !st->timed_out) {
+            st->timed_out = 1;
+            add_finding(st, SCAN_ERROR, "scan timeout", loc, 0, 0);
+        }
+        return;
+    }
     if (strncmp(virname, "Heuristics.Encrypted.", 21) == 0) {
         if (!st->part_encrypted)
             add_finding(st, SCAN_ENCRYPTED, virname, loc, 0, 0);
@@ -420,7 +431,10 @@ part_cb(void *arg, const struct mime_part_info *pi)
 
     if (past_deadline(st)) {
         st->part = 0;
-        add_finding(st, SCAN_ERROR, "scan timeout", "message", 0, 0);
+        if (!st->timed_out) {
+            st->timed_out = 1;
+            add_finding(st, SCAN_ERROR, "scan timeout", "message", 0, 0);
+        }
         return 1;
     }
 
@@ -455,11 +469,29 @@ part_cb(void *arg, const struct mime_part_info *pi)
     st->part_encrypted = 0;
 
     /* Size rules and the archive budget, then libclamav. */
+    size_t before = r->nfindings;
     arch_account_file(&st->budget, (int64_t)pi->len, base);
     if (!st->budget.spent && arch_sniff(pi->data, pi->len))
         arch_walk(&st->budget, pi->data, pi->len, base);
-    clam_scan(st, pi->data, pi->len, pi->filename);
+    /*
+     * A part our budget already found to be a decompression bomb is not
+     * handed to libclamav: it would inflate it again up to its own limits
+     * (virus.max_file_size) for nothing, the verdict is the limit's.
+     */
+    int bomb = 0;
+    for (size_t i = before; i < r->nfindings; i++)
+        if (r->findings[i].kind == SCAN_LIMIT && r->findings[i].name &&
+            (strcmp(r->findings[i].name, "compression_ratio") == 0 ||
+             strcmp(r->findings[i].name, "file_size") == 0 ||
+             strcmp(r->findings[i].name, "total_size") == 0))
+            bomb = 1;
+    if (!bomb)
+        clam_scan(st, pi->data, pi->len, pi->filename);
     members_clear(st);
+    if (past_deadline(st) && !st->timed_out) {
+        st->timed_out = 1;
+        add_finding(st, SCAN_ERROR, "scan timeout", base, 0, 0);
+    }
 
     st->base = NULL;
     st->part = 0;

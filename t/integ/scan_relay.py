@@ -25,6 +25,7 @@ Run: SCANRELAY_BUILD=build python3 t/integ/scan_relay.py [test ...]
 
 import email
 import email.policy
+import gzip
 import os
 import re
 import sys
@@ -254,7 +255,9 @@ def test_action_quarantine(ctx):
     h.check(files, "nothing under %s after a quarantine verdict" % qdir)
     match = [f for f in files if qid in os.path.basename(f)]
     h.check(match, "no file named after %s under %s: %r" % (qid, qdir, files))
-    with open(match[0], "rb") as f:
+    # The quarantine store keeps each message gzip'd (quarantine/YYYYMMDD/ID.gz).
+    h.check(match[0].endswith(".gz"), "not a gzip file: %s" % match[0])
+    with gzip.open(match[0], "rb") as f:
         stored = f.read()
     h.check(stored.endswith(msg) or stored.replace(b"\r\n", b"\n").endswith(
         msg.replace(b"\r\n", b"\n")),
