@@ -189,7 +189,8 @@ query(struct qstore *qs, const struct qfilter *f)
 static const char *
 mkmsg(char *buf, size_t len, const char *subject_hdr, int i)
 {
-    snprintf(buf, len,
+    /* The result is checked: a message that does not fit fails the test. */
+    int n = snprintf(buf, len,
              "From: Sender %d <s%d@example.com>\r\n"
              "To: <rcpt@example.org>\r\n"
              "Subject: %s\r\n"
@@ -200,6 +201,7 @@ mkmsg(char *buf, size_t len, const char *subject_hdr, int i)
              "Body line of message %d.\r\n"
              "Another line with some text to compress, %d %d %d.\r\n",
              i, i, subject_hdr, i, i, i * 7, i * 13, i * 31);
+    assert_true(n > 0 && (size_t)n < len);
     return buf;
 }
 
