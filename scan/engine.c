@@ -543,8 +543,8 @@ reload_main(void *arg)
             old = h->cur;
             h->cur = e;
             h->last_ok = 1;
-            snprintf(msg, sizeof(msg), "virus database reloaded from %s: %u signatures",
-                     vc.database_directory, e->sigs);
+            snprintf(msg, sizeof(msg), "signatures reloaded: %u signatures from %s",
+                     e->sigs, vc.database_directory);
         } else {
             h->last_ok = 0;
             snprintf(msg, sizeof(msg), "virus database reload failed, keeping the old one: %s",

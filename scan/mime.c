@@ -79,6 +79,7 @@ struct mime_msg {
     int max_depth, max_parts;
     unsigned limits;
     char *from; /* g_malloc'd */
+    char *subject; /* g_malloc'd, decoded by decode_rfc2047() */
 };
 
 struct walk {
@@ -307,6 +308,7 @@ mime_free(struct mime_msg *m)
     if (m->opts)
         g_mime_parser_options_free(m->opts);
     g_free(m->from);
+    g_free(m->subject);
     if (m->map)
         munmap(m->map, m->map_len);
     free(m->owned);
@@ -321,11 +323,186 @@ mime_raw(const struct mime_msg *m, size_t *len)
     return (const char *)m->raw;
 }
 
+/*
+ * RFC 2047 decoding of a raw header value into UTF-8 (g_malloc'd).
+ *
+ * GMime 3.2's decoder drops everything after an encoded word that ends
+ * in base64 '=' padding when the next word has the same charset (so long
+ * folded Japanese subjects lost their end). Here each word is decoded to
+ * bytes and adjacent words of one charset are joined before the charset
+ * conversion (a character may be split across words); white space
+ * between encoded words is dropped, folding removed; raw 8-bit text is
+ * taken as UTF-8 when valid, else through the fallback charsets.
+ */
+static void
+flush_bytes(GString *out, GByteArray *pend, const char *charset)
+{
+    if (pend->len == 0)
+        return;
+    gsize w = 0;
+    gchar *u = NULL;
+    if (charset && g_ascii_strcasecmp(charset, "UTF-8") != 0)
+        u = g_convert((const gchar *)pend->data, (gssize)pend->len, "UTF-8", charset, NULL, &w,
+                      NULL);
+    if (u == NULL && g_utf8_validate((const gchar *)pend->data, (gssize)pend->len, NULL)) {
+        g_string_append_len(out, (const gchar *)pend->data, (gssize)pend->len);
+    } else if (u == NULL) {
+        for (int i = 1; u == NULL && fallback_charsets[i]; i++)
+            u = g_convert((const gchar *)pend->data, (gssize)pend->len, "UTF-8",
+                          fallback_charsets[i], NULL, &w, NULL);
+    }
+    if (u) {
+        g_string_append_len(out, u, (gssize)w);
+        g_free(u);
+    }
+    g_byte_array_set_size(pend, 0);
+}
+
+static int
+b64val(int c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '+')
+        return 62;
+    if (c == '/')
+        return 63;
+    return -1;
+}
+
+/* Decode the text of one encoded word (B or Q) into pend. */
+static void
+decode_word(GByteArray *pend, char enc, const char *t, size_t n)
+{
+    if (enc == 'B' || enc == 'b') {
+        unsigned acc = 0;
+        int bits = 0;
+        for (size_t i = 0; i < n; i++) {
+            int v = b64val((unsigned char)t[i]);
+            if (v < 0)
+                continue; /* '=' padding, stray characters */
+            acc = (acc << 6) | (unsigned)v;
+            bits += 6;
+            if (bits >= 8) {
+                bits -= 8;
+                guint8 c = (guint8)((acc >> bits) & 0xff);
+                g_byte_array_append(pend, &c, 1);
+            }
+        }
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        guint8 c = (guint8)t[i];
+        if (c == '_') {
+            c = ' ';
+        } else if (c == '=' && i + 2 < n && g_ascii_isxdigit(t[i + 1]) &&
+                   g_ascii_isxdigit(t[i + 2])) {
+            c = (guint8)(g_ascii_xdigit_value(t[i + 1]) * 16 + g_ascii_xdigit_value(t[i + 2]));
+            i += 2;
+        }
+        g_byte_array_append(pend, &c, 1);
+    }
+}
+
+/* An encoded word at p: sets charset, encoding, text and the end. 0 when not one. */
+static int
+parse_word(const char *p, char *charset, size_t cslen, char *enc, const char **text,
+           size_t *tlen, const char **end)
+{
+    if (p[0] != '=' || p[1] != '?')
+        return 0;
+    const char *q1 = strchr(p + 2, '?');
+    if (q1 == NULL || q1 == p + 2 || (size_t)(q1 - (p + 2)) >= cslen)
+        return 0;
+    if (!strchr("BbQq", q1[1]) || q1[1] == '\0' || q1[2] != '?')
+        return 0;
+    const char *t = q1 + 3, *e = strstr(t, "?=");
+    if (e == NULL)
+        return 0;
+    for (const char *c = t; c < e; c++)
+        if (*c == ' ' || *c == '\t' || *c == '\r' || *c == '\n')
+            return 0;
+    memcpy(charset, p + 2, (size_t)(q1 - (p + 2)));
+    charset[q1 - (p + 2)] = '\0';
+    char *star = strchr(charset, '*'); /* RFC 2231 language */
+    if (star)
+        *star = '\0';
+    *enc = q1[1];
+    *text = t;
+    *tlen = (size_t)(e - t);
+    *end = e + 2;
+    return 1;
+}
+
+static char *
+decode_rfc2047(const char *raw)
+{
+    GString *out = g_string_new(NULL);
+    GByteArray *pend = g_byte_array_new();
+    char pcs[64] = "", cs[64];
+    const char *p = raw;
+    int prev_word = 0;
+
+    while (*p == ' ' || *p == '\t')
+        p++;
+    while (*p) {
+        char enc;
+        const char *text, *end;
+        size_t tlen;
+        if (parse_word(p, cs, sizeof(cs), &enc, &text, &tlen, &end)) {
+            if (pend->len && g_ascii_strcasecmp(cs, pcs) != 0)
+                flush_bytes(out, pend, pcs[0] ? pcs : NULL);
+            snprintf(pcs, sizeof(pcs), "%s", cs);
+            decode_word(pend, enc, text, tlen);
+            p = end;
+            prev_word = 1;
+            /* White space up to another encoded word is dropped. */
+            const char *q = p;
+            while (*q == ' ' || *q == '\t' || *q == '\r' || *q == '\n')
+                q++;
+            if (q != p && q[0] == '=' && q[1] == '?' &&
+                parse_word(q, cs, sizeof(cs), &enc, &text, &tlen, &end))
+                p = q;
+            continue;
+        }
+        if (prev_word) {
+            flush_bytes(out, pend, pcs[0] ? pcs : NULL);
+            pcs[0] = '\0';
+            prev_word = 0;
+        }
+        if (*p == '\r' || *p == '\n') { /* unfold */
+            p++;
+            continue;
+        }
+        guint8 c = (guint8)*p++;
+        g_byte_array_append(pend, &c, 1); /* raw text: UTF-8 or a fallback charset */
+    }
+    flush_bytes(out, pend, pcs[0] ? pcs : NULL);
+    g_byte_array_free(pend, TRUE);
+    return g_string_free(out, FALSE);
+}
+
 const char *
 mime_subject(struct mime_msg *m)
 {
-    const char *s = m->msg ? g_mime_message_get_subject(m->msg) : NULL;
-    return s ? s : "";
+    if (m->subject)
+        return m->subject;
+    const char *raw = NULL;
+    GMimeHeaderList *hl = m->msg ? g_mime_object_get_header_list(GMIME_OBJECT(m->msg)) : NULL;
+    GMimeHeader *h = hl ? g_mime_header_list_get_header(hl, "Subject") : NULL;
+    if (h)
+        raw = g_mime_header_get_raw_value(h);
+    if (raw) {
+        m->subject = decode_rfc2047(raw);
+    } else {
+        const char *s = m->msg ? g_mime_message_get_subject(m->msg) : NULL;
+        m->subject = g_strdup(s ? s : "");
+    }
+    return m->subject;
 }
 
 const char *
