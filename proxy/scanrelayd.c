@@ -344,7 +344,7 @@ choose_database(struct sr_config *c)
     if (!has_databases(starter))
         return;
     log_warnx("*** no ClamAV database in %s: using the starter signature set %s, which "
-              "detects only the EICAR test file. THIS IS NO PROTECTION. Install "
+              "detects only test files (EICAR, clam.exe). THIS IS NO PROTECTION. Install "
               "clamav-freshclam (apt-get install clamav-freshclam) for real signatures. ***",
               c->virus.database_directory, starter);
     free(c->virus.database_directory);
