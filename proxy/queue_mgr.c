@@ -55,6 +55,7 @@
 struct qent {
     char id[QID_LEN + 1];
     unsigned held : 1, active : 1, due : 1, del_after : 1, hold_after : 1;
+    unsigned warned : 1;      /* delay warning sent (this run of the daemon) */
     time_t next;
     time_t arrival;
     size_t idx;          /* position in q->ents */
@@ -86,6 +87,7 @@ struct qdelivery {
     int expired;
     int remove;          /* every recipient finished */
     char *dsn;           /* DSN message to queue first, or NULL */
+    int delay_warning;   /* the DSN is a delay warning, not a bounce */
     size_t dsnlen;
     char dsn_id[QID_LEN + 1];
     time_t next;
@@ -226,13 +228,17 @@ make_dsn(struct queue_mgr *q, const char *qid, const struct envelope *env, time_
 {
     struct dsn_rcpt rc[n ? n : 1];
     size_t k = 0;
+    /* reason "delayed": a delay warning (RFC 3464 Action: delayed). */
+    const char *action = reason && strcmp(reason, "delayed") == 0 ? "delayed" : "failed";
+    if (strcmp(action, "delayed") == 0)
+        reason = NULL;
 
     *out = NULL;
     *outlen = 0;
     if (env->sender == NULL || env->sender[0] == '\0')
         return 0; /* never bounce a bounce */
     for (size_t i = 0; i < n; i++) {
-        if (!dsn_wanted(&env->rcpt[which[i]], "failed"))
+        if (!dsn_wanted(&env->rcpt[which[i]], action))
             continue;
         rc[k].rcpt = &env->rcpt[which[i]];
         rc[k].diag = diag[i];
@@ -247,7 +253,7 @@ make_dsn(struct queue_mgr *q, const char *qid, const struct envelope *env, time_
         .remote_mta = relay_name(q->d->relay),
         .env = env,
         .arrival = arrival,
-        .action = "failed",
+        .action = action,
         .reason = reason,
         .rcpts = rc,
         .nrcpts = k,
@@ -559,7 +565,8 @@ finish_done(void *arg)
     if (qd->err)
         log_warnx("%s: queue file update: %s", e->id, strerror(qd->err));
     if (qd->dsn)
-        log_info("%s: sender non-delivery notification: %s", e->id, qd->dsn_id);
+        log_info("%s: sender %s notification: %s", e->id,
+                 qd->delay_warning ? "delay" : "non-delivery", qd->dsn_id);
     if (qd->dsn) {
         struct qent *de = ent_add(q, qd->dsn_id, 0, 0, qd->now);
         if (de)
@@ -653,6 +660,28 @@ delivery_done(struct relay_job *job, void *arg)
                        qd->expired ? "expired" : NULL, qe_pread, qd->qe, qd->qe->content_size,
                        &qd->dsn, &qd->dsnlen) < 0)
         log_warnx("%s: cannot build the non-delivery notification", qd->e->id);
+    /*
+     * Delay warning (delay_warning_time, off by default): once per message
+     * and daemon run, for the recipients still deferred that want one.
+     */
+    if (qd->dsn == NULL && remaining && c->delay_warning_time > 0 && !qd->e->warned &&
+        qd->now - qd->e->arrival >= c->delay_warning_time) {
+        size_t nd = 0;
+        for (size_t i = 0; i < env->nrcpt; i++) {
+            if (env->rcpt[i].state != RCPT_DEFERRED)
+                continue;
+            which[nd] = (int)i;
+            diag[nd] = qd->res[i].text;
+            status[nd] = qd->res[i].dsn;
+            nd++;
+        }
+        if (nd && make_dsn(q, qd->e->id, env, qd->e->arrival, which, diag, status, nd,
+                           "delayed", qe_pread, qd->qe, qd->qe->content_size, &qd->dsn,
+                           &qd->dsnlen) < 0)
+            log_warnx("%s: cannot build the delay warning", qd->e->id);
+        qd->e->warned = 1;
+        qd->delay_warning = qd->dsn != NULL;
+    }
     if (qd->dsn)
         qid_next(qd->dsn_id);
     qd->remove = remaining == 0;

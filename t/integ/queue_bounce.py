@@ -35,7 +35,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import (RawSink, Raw, SmtpSink, check, check_eq, fail, free_port,  # noqa: E402
                      run_tests, split_args, wait_for)
-from queue_util import (check_dsn, cli, cli_ok, dump_message_ids, make_message,  # noqa: E402
+from queue_util import (Dsn, check_dsn, cli, cli_ok, dump_message_ids, make_message,  # noqa: E402
                         queue_daemon, queue_files, queue_json, queue_listing, send_one,
                         send_queued, wait_queue_empty)
 
@@ -235,6 +235,45 @@ def test_expiry_while_down_returns_every_message(ctx):
              "probe_interval = 3s: %d of %d messages returned to the sender %.0fs after "
              "they were queued (expected all within a few queue runs after 2s)"
              % (len(expired()), len(ids), time.time() - t0))
+    d.stop()
+
+
+def test_delay_warning(ctx):
+    """delay_warning_time: a message still deferred after it gets one 'Action: delayed' DSN
+    (RFC 3464) and stays queued; no second warning on the next retry."""
+    soft = "450 4.2.0 <rcpt@example.org>: mailbox busy (integ)"
+    def policy(verb, line, tx):
+        if verb == "RCPT" and RCPT in line:
+            return soft
+        return None
+    raw = RawSink(ctx, policy=policy)
+    d = queue_daemon(ctx, relay_port=raw.port,
+                     queue={"delay_warning_time": Raw("1s"), "queue_run_delay": Raw("1s"),
+                            "minimal_backoff_time": Raw("1s"), "maximal_backoff_time": Raw("1s")})
+    mid = msgid("delay")
+    r = send_one(d.port, SENDER, [RCPT], make_message(mid))
+    check(r.code == 250 and "deferred" in r.text, "4xx downstream: expected 250 (deferred), got %r"
+          % r)
+    qid = re.search(r"queued as (\w+)", r.text).group(1)
+    m = wait_log(d, r"%s: sender delay notification: ([0-9A-F]+)" % qid, timeout=20)
+    dsn_id = m.group(1)
+    wait_log(d, r"%s: to=<%s>, .*status=sent" % (dsn_id, re.escape(SENDER)), timeout=20)
+    txs = [t for t in raw.txs if t.rcpts and t.message]
+    check_eq(len(txs), 1, "messages accepted downstream (the delay warning only)")
+    t = txs[0]
+    check_eq(split_args(t.mail[len("MAIL FROM:"):])[0], "", "warning envelope sender")
+    dsn = Dsn(t.message)
+    check_eq(dsn.content_type, "multipart/report", "warning Content-Type")
+    rr = dsn.rcpt(RCPT)
+    check(rr is not None, "no Final-Recipient %s in the warning: %r" % (RCPT, dsn.per_rcpt))
+    check_eq((rr.get("action") or "").strip().lower(), "delayed", "warning Action")
+    check((rr.get("status") or "").strip().startswith("4."), "warning Status: %r" % rr)
+    # Still queued, retried, and warned only once.
+    time.sleep(3)
+    check(re.search(r"%s: to=<%s>, .*status=deferred" % (qid, re.escape(RCPT)), d.log()),
+          "the message should still be retried")
+    check_eq(len(re.findall(r"%s: sender delay notification" % qid, d.log())), 1,
+             "delay warnings for %s" % qid)
     d.stop()
 
 
