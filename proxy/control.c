@@ -117,10 +117,11 @@ ctl_handle(struct ctl_client *c, char *line)
         ctl_out(c, buf);
         snprintf(buf, sizeof(buf),
                  "messages: %llu received, %llu relayed, %llu rejected, %llu deferred, %llu "
-                 "bounced",
+                 "bounced, %llu quarantined, %llu discarded",
                  (unsigned long long)d->stat_received, (unsigned long long)d->stat_relayed,
                  (unsigned long long)d->stat_rejected, (unsigned long long)d->stat_deferred,
-                 (unsigned long long)d->stat_bounced);
+                 (unsigned long long)d->stat_bounced, (unsigned long long)d->stat_quarantined,
+                 (unsigned long long)d->stat_discarded);
         ctl_out(c, buf);
         ctl_final(c, 1, "running");
         return;
