@@ -17,6 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fileio.h"
 #include "spool.h"
 
 struct spool {
@@ -44,21 +45,6 @@ spool_new(size_t mem_limit, const char *dir)
     return sp;
 }
 
-static int
-write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
 
 static int
 spool_spill(struct spool *sp)
@@ -72,7 +58,7 @@ spool_spill(struct spool *sp)
             return -1;
         unlink(path);
     }
-    if (sp->len && write_all(fd, sp->mem, sp->len) < 0) {
+    if (sp->len && write_full(fd, sp->mem, sp->len) < 0) {
         int e = errno;
         close(fd);
         errno = e;
@@ -96,7 +82,7 @@ spool_write(struct spool *sp, const void *buf, size_t len)
             return -1;
     }
     if (sp->fd >= 0) {
-        if (write_all(sp->fd, buf, len) < 0)
+        if (write_full(sp->fd, buf, len) < 0)
             return -1;
         sp->fsize += (off_t)len;
         return 0;
@@ -161,7 +147,7 @@ int
 spool_copy_to_fd(struct spool *sp, int fd)
 {
     if (sp->fd < 0)
-        return write_all(fd, sp->mem ? sp->mem : "", sp->len);
+        return write_full(fd, sp->mem ? sp->mem : "", sp->len);
     char buf[65536];
     off_t off = 0;
     for (;;) {
@@ -170,7 +156,7 @@ spool_copy_to_fd(struct spool *sp, int fd)
             return -1;
         if (r == 0)
             return 0;
-        if (write_all(fd, buf, (size_t)r) < 0)
+        if (write_full(fd, buf, (size_t)r) < 0)
             return -1;
         off += r;
     }

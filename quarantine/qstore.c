@@ -51,6 +51,7 @@
 
 #include <zlib.h>
 
+#include "fileio.h"
 #include "log.h"
 #include "mime.h"
 #include "qdb.h"
@@ -391,21 +392,6 @@ source_read(const struct qsource *src, void *buf, size_t len, off_t *off)
     return k;
 }
 
-static int
-write_all(int fd, const unsigned char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t k = write(fd, p, n);
-        if (k < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += k;
-        n -= (size_t)k;
-    }
-    return 0;
-}
 
 /*
  * Compressors (zlib state plus buffers, about 400 KB) are kept for reuse
@@ -483,7 +469,7 @@ gzip_to_fd(struct qstore *qs, const struct qsource *src, int fd, int64_t *raw)
                 errno = EIO;
                 goto done;
             }
-            if (write_all(fd, g->out, IO_CHUNK - g->zs.avail_out) < 0)
+            if (write_full(fd, g->out, IO_CHUNK - g->zs.avail_out) < 0)
                 goto done;
         } while (g->zs.avail_out == 0);
     } while (flush != Z_FINISH);
@@ -1115,7 +1101,7 @@ qstore_copy_message(struct qstore *qs, const char *id, int fd)
         return -1;
     }
     while ((k = qmsg_read(m, buf, IO_CHUNK)) > 0)
-        if (write_all(fd, buf, (size_t)k) < 0)
+        if (write_full(fd, buf, (size_t)k) < 0)
             break;
     if (k == 0)
         rc = 0;

@@ -82,6 +82,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include "fileio.h"
 #include "queue_file.h"
 #include "spool.h"
 
@@ -180,25 +181,9 @@ qf_path(char *buf, size_t len, const char *qdir, const char *sub, const char *id
     return 0;
 }
 
-static int
-write_all(int fd, const void *buf, size_t n)
-{
-    const char *p = buf;
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
 
 static int
-pwrite_all(int fd, const void *buf, size_t n, off_t off)
+pwrite_full(int fd, const void *buf, size_t n, off_t off)
 {
     const char *p = buf;
     while (n > 0) {
@@ -511,9 +496,9 @@ queue_file_create(const char *qdir, const char *id, const struct envelope *env, 
         errno = e;
         return -1; /* nothing of ours to remove */
     }
-    if (write_all(fd, hb.p, hb.len) < 0)
+    if (write_full(fd, hb.p, hb.len) < 0)
         goto fail;
-    if (prefixlen > 0 && write_all(fd, prefix, prefixlen) < 0)
+    if (prefixlen > 0 && write_full(fd, prefix, prefixlen) < 0)
         goto fail;
     if (body && spool_copy_to_fd(body, fd) < 0)
         goto fail;
@@ -936,7 +921,7 @@ queue_file_set_rcpt(struct queue_entry *qe, size_t idx, enum rcpt_state st, cons
     char *copy = NULL;
     if (stored[0] != '\0' && (copy = strdup(stored)) == NULL)
         return -1;
-    if (pwrite_all(qe->fd, fixed, sizeof(fixed), qe->rcpt_offsets[idx]) < 0 ||
+    if (pwrite_full(qe->fd, fixed, sizeof(fixed), qe->rcpt_offsets[idx]) < 0 ||
         (durable && fdatasync(qe->fd) < 0)) {
         int e = errno;
         free(copy);
@@ -960,7 +945,7 @@ queue_file_set_meta(struct queue_entry *qe, int attempts, time_t last, time_t ne
         return -1;
     }
     meta_fixed(meta, attempts, last, next);
-    if (pwrite_all(qe->fd, meta, sizeof(meta), qe->meta_offset) < 0)
+    if (pwrite_full(qe->fd, meta, sizeof(meta), qe->meta_offset) < 0)
         return -1;
     qe->attempts = attempts < 0 ? 0 : attempts;
     qe->last_attempt = last < 0 ? 0 : last;
