@@ -33,4 +33,11 @@ void cli_put_json(FILE *fp, const char *s);
  * text. 0 OK, 1 the daemon said ERR, 2 daemon not running/unreachable. */
 int cli_daemon_request(struct cli_opts *o, const char *req);
 
+/* cmd_quarantine.c, shared with cmd_log.c: --since/--until ("2026-11-23",
+ * "2026-11-23 10:00", "2h", "3d"), local time display, --limit. 0 / -1. */
+#include <stdint.h>
+int qcli_parse_time(const char *s, int64_t now, int64_t *out);
+void qcli_format_time(int64_t t, char *buf, size_t len);
+int qcli_parse_limit(const char *s, long *out);
+
 #endif

@@ -37,10 +37,6 @@
 
 int cmd_log(struct cli_opts *o, int argc, char **argv);
 int cmd_stats(struct cli_opts *o, int argc, char **argv);
-/* cmd_quarantine.c */
-int qcli_parse_time(const char *s, int64_t now, int64_t *out);
-void qcli_format_time(int64_t t, char *buf, size_t len);
-int qcli_parse_limit(const char *s, long *out);
 
 /* Open the log read-only; NULL with *absent = 1 when there is none yet. */
 static struct msglog *

@@ -49,10 +49,6 @@
 #include "qstore.h"
 
 int cmd_quarantine(struct cli_opts *o, int argc, char **argv);
-/* Shared with cmd_log.c. */
-int qcli_parse_time(const char *s, int64_t now, int64_t *out);
-void qcli_format_time(int64_t t, char *buf, size_t len);
-int qcli_parse_limit(const char *s, long *out);
 
 /*
  * Helpers shared with cmd_log.c.
