@@ -182,6 +182,12 @@ cmd_scan(struct cli_opts *o, int argc, char **argv)
         scan_usage();
         return 2;
     }
+    if (vc.database_directory == o->cfg->virus.database_directory) {
+        /* No -d: the same database the daemon would use. */
+        engine_fallback_database(&o->cfg->virus, o->cfg->path != NULL,
+                                 SCANRELAY_SOURCE_DIR "/share/signatures");
+        vc.database_directory = o->cfg->virus.database_directory;
+    }
 
     /*
      * Engine and message.

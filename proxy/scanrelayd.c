@@ -309,48 +309,6 @@ daemon_release_configs(struct daemon *d)
  * Signature databases: where, the first load, reloads.
  */
 
-/* 1 when the folder holds something libclamav loads. */
-static int
-has_databases(const char *dir)
-{
-    static const char *const ext[] = {".cvd", ".cld", ".cud", ".ndb", ".hdb", ".hsb", ".ldb",
-                                      ".yar", ".yara", ".cdb", ".mdb", ".msb", ".ign2", ".fp"};
-    DIR *dp = opendir(dir);
-    int found = 0;
-    if (dp == NULL)
-        return 0;
-    struct dirent *de;
-    while (!found && (de = readdir(dp)) != NULL) {
-        const char *dot = strrchr(de->d_name, '.');
-        for (size_t i = 0; dot && i < sizeof(ext) / sizeof(ext[0]); i++)
-            if (strcmp(dot, ext[i]) == 0 && strcmp(dot, ".ign2") != 0 && strcmp(dot, ".fp") != 0)
-                found = 1;
-    }
-    closedir(dp);
-    return found;
-}
-
-/*
- * Not installed and no ClamAV database: use the starter set shipped with
- * the source so the quick start scans something, and say loudly that it
- * is no protection.
- */
-static void
-choose_database(struct sr_config *c)
-{
-    if (c->path != NULL || has_databases(c->virus.database_directory))
-        return;
-    const char *starter = SCANRELAY_SOURCE_DIR "/share/signatures";
-    if (!has_databases(starter))
-        return;
-    log_warnx("*** no ClamAV database in %s: using the starter signature set %s, which "
-              "detects only test files (EICAR, clam.exe). THIS IS NO PROTECTION. Install "
-              "clamav-freshclam (apt-get install clamav-freshclam) for real signatures. ***",
-              c->virus.database_directory, starter);
-    free(c->virus.database_directory);
-    c->virus.database_directory = xstrdup(starter);
-}
-
 static void
 db_check_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -578,7 +536,8 @@ main(int argc, char **argv)
         event_base_free(b);
         if (d->cfg->scan.enabled) {
             log_init("scanrelayd", 1);
-            choose_database(d->cfg);
+            engine_fallback_database(&d->cfg->virus, d->cfg->path != NULL,
+                                 SCANRELAY_SOURCE_DIR "/share/signatures");
             struct engine_holder *h = NULL;
             if (engine_global_init(err, sizeof(err)) < 0 ||
                 (h = engine_holder_new(&d->cfg->virus, err, sizeof(err))) == NULL) {
@@ -635,7 +594,8 @@ main(int argc, char **argv)
         log_fatalx("%s", err);
     open_stores(d);
     if (d->cfg->scan.enabled) {
-        choose_database(d->cfg);
+        engine_fallback_database(&d->cfg->virus, d->cfg->path != NULL,
+                                 SCANRELAY_SOURCE_DIR "/share/signatures");
         mime_global_init();
         if (engine_global_init(err, sizeof(err)) < 0)
             log_fatalx("libclamav: %s", err);

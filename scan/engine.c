@@ -695,3 +695,37 @@ engine_watch_read(struct engine_holder *h)
     }
     return seen;
 }
+
+/* 1 when the folder holds something libclamav loads. */
+static int
+has_databases(const char *dir)
+{
+    static const char *const ext[] = {".cvd", ".cld", ".cud", ".ndb", ".hdb", ".hsb",
+                                      ".ldb", ".yar", ".yara", ".cdb", ".mdb", ".msb"};
+    DIR *dp = opendir(dir);
+    int found = 0;
+    if (dp == NULL)
+        return 0;
+    struct dirent *de;
+    while (!found && (de = readdir(dp)) != NULL) {
+        const char *dot = strrchr(de->d_name, '.');
+        for (size_t i = 0; dot && i < sizeof(ext) / sizeof(ext[0]); i++)
+            if (strcmp(dot, ext[i]) == 0)
+                found = 1;
+    }
+    closedir(dp);
+    return found;
+}
+
+void
+engine_fallback_database(struct sr_config_virus *vc, int installed, const char *starter)
+{
+    if (installed || has_databases(vc->database_directory) || !has_databases(starter))
+        return;
+    log_warnx("*** no ClamAV database in %s: using the starter signature set %s, which "
+              "detects only test files (EICAR, clam.exe). THIS IS NO PROTECTION. Install "
+              "clamav-freshclam (apt-get install clamav-freshclam) for real signatures. ***",
+              vc->database_directory, starter);
+    free(vc->database_directory);
+    vc->database_directory = xstrdup(starter);
+}

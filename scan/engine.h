@@ -113,4 +113,11 @@ int engine_check_dir(struct engine_holder *h);
 int engine_watch_fd(struct engine_holder *h);
 int engine_watch_read(struct engine_holder *h);
 
+/*
+ * Not installed (no configuration file) and no database in
+ * vc->database_directory: switch to the starter set shipped with the
+ * sources (loudly: it is no protection). installed: leave it alone.
+ */
+void engine_fallback_database(struct sr_config_virus *vc, int installed, const char *starter);
+
 #endif
