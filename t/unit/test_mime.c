@@ -181,6 +181,47 @@ assert_raw_at(const char *raw, size_t rawlen, int64_t off, const char *want)
 }
 
 /*
+ * Subject decoding (our RFC 2047 decoder), table-driven, from memory.
+ */
+static const struct {
+    const char *raw;  /* the Subject header as sent (folded) */
+    const char *want; /* decoded UTF-8 */
+} subject_cases[] = {
+    /* Adjacent padded base64 words of one charset (GMime 3.2 lost all but the first). */
+    {"=?utf-8?b?w6k=?= =?utf-8?b?w6k=?=\r\n =?utf-8?b?w6k=?=", "\xc3\xa9\xc3\xa9\xc3\xa9"},
+    {"=?iso-2022-jp?b?GyRCRDkbKEI=?=\r\n =?iso-2022-jp?b?GyRCRDkbKEI=?=",
+     "\xe9\x95\xb7\xe9\x95\xb7"},
+    /* A multibyte character split across two words. */
+    {"=?utf-8?b?ww==?= =?utf-8?b?qQ==?=", "\xc3\xa9"},
+    /* Q encoding, underscores, text around the words, white space between words dropped. */
+    {"Re: =?iso-8859-1?q?caf=E9_au?=   =?iso-8859-1?q?_lait?= ok", "Re: caf\xc3\xa9 au lait ok"},
+    /* Mixed charsets. */
+    {"=?iso-8859-1?q?=E9?= =?utf-8?b?w6k=?=", "\xc3\xa9\xc3\xa9"},
+    /* Raw UTF-8, and a broken word kept as text. */
+    {"plain \xc3\xa9t\xc3\xa9", "plain \xc3\xa9t\xc3\xa9"},
+    {"=?utf-8?x?abc?= tail", "=?utf-8?x?abc?= tail"},
+    {"", ""},
+};
+
+static void
+test_subject_decoder(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof(subject_cases) / sizeof(subject_cases[0]); i++) {
+        char msg[1024], err[256];
+        int n = snprintf(msg, sizeof(msg), "From: a@x\r\nSubject: %s\r\n\r\nbody\r\n",
+                         subject_cases[i].raw);
+        struct mime_msg *m = mime_parse_mem(msg, (size_t)n, 0, 0, err, sizeof(err));
+        if (m == NULL)
+            fail_msg("case %zu: %s", i, err);
+        if (strcmp(mime_subject(m), subject_cases[i].want) != 0)
+            fail_msg("case %zu: \"%s\" decoded to \"%s\", want \"%s\"", i, subject_cases[i].raw,
+                     mime_subject(m), subject_cases[i].want);
+        mime_free(m);
+    }
+}
+
+/*
  * Japanese names and subjects.
  */
 
@@ -896,6 +937,7 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_subject_decoder),
         cmocka_unit_test(test_jp_iso2022_b),
         cmocka_unit_test(test_jp_sjis_q_rfc2231),
         cmocka_unit_test(test_jp_rfc2231_continuation_eucjp),
