@@ -274,9 +274,13 @@ daemon_reload(struct daemon *d, char *msg, size_t msglen)
         same_listen = strcmp(old->listen[i], nc->listen[i]) == 0;
     if (!same_listen || strcmp(old->queue_directory, nc->queue_directory) ||
         strcmp(old->state_directory, nc->state_directory) ||
-        strcmp(old->control_socket, nc->control_socket))
-        log_warnx("reload: listen, state_directory, queue_directory and control_socket "
-                  "changes take effect after a restart");
+        strcmp(old->control_socket, nc->control_socket) ||
+        old->scan.enabled != nc->scan.enabled || old->scan.threads != nc->scan.threads ||
+        old->quarantine.retention != nc->quarantine.retention ||
+        old->quarantine.quota != nc->quarantine.quota || old->log.enabled != nc->log.enabled)
+        log_warnx("reload: changes of listen, state_directory, queue_directory, "
+                  "control_socket, scan.enabled, scan.threads, quarantine and log settings "
+                  "take effect after a restart");
     /* Messages in flight may still read the old configuration. */
     struct sr_config **nr = realloc(d->retired, (d->nretired + 1) * sizeof(*nr));
     if (nr) {
