@@ -693,9 +693,17 @@ msglog_purge(struct msglog *log, int64_t now, int64_t retention, long max_batch)
  * Queries.
  */
 
+/* The caller's callback, for qdb_each_row. */
+struct row_ctx {
+    int (*cb)(void *, const struct msglog_row *);
+    void *arg;
+};
+
 static int
-row_from_stmt(sqlite3_stmt *st, int (*cb)(void *, const struct msglog_row *), void *arg, int *stop)
+row_from_stmt(sqlite3_stmt *st, void *ctx, int *stop)
 {
+    int (*cb)(void *, const struct msglog_row *) = ((struct row_ctx *)ctx)->cb;
+    void *arg = ((struct row_ctx *)ctx)->arg;
     struct msglog_row r;
     char **rcpts = NULL;
     size_t nrcpt = 0;
@@ -736,7 +744,7 @@ msglog_query(struct msglog *log, const struct msglog_filter *f,
     char *keys[3] = {NULL, NULL, NULL};
     sqlite3_stmt *st = NULL;
     long rows = -1;
-    int idx = 1, k = SQLITE_DONE, stop = 0;
+    int idx = 1;
 
 #define ADD(...) len += (size_t)snprintf(sql + len, sizeof(sql) - len, __VA_ARGS__)
     ADD("SELECT " MSG_COLS " FROM msg WHERE 1");
@@ -798,19 +806,8 @@ msglog_query(struct msglog *log, const struct msglog_filter *f,
     if (f->limit > 0)
         sqlite3_bind_int64(st, idx++, f->limit);
 
-    rows = 0;
-    while (!stop && (k = sqlite3_step(st)) == SQLITE_ROW) {
-        if (row_from_stmt(st, cb, arg, &stop) < 0) {
-            rows = -1;
-            break;
-        }
-        rows++;
-    }
-    if (rows >= 0 && !stop && k != SQLITE_DONE) {
-        log_warnx("message log: query: %s", sqlite3_errmsg(log->rdb));
-        rows = -1;
-    }
-    sqlite3_finalize(st);
+    struct row_ctx rc = {cb, arg};
+    rows = qdb_each_row(log->rdb, st, row_from_stmt, &rc, "message log: query");
     pthread_mutex_unlock(&log->rmu);
 
 done:

@@ -255,3 +255,25 @@ qdb_now_us(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
+
+long
+qdb_each_row(sqlite3 *db, sqlite3_stmt *st, int (*row)(sqlite3_stmt *, void *, int *), void *ctx,
+             const char *what)
+{
+    long rows = 0;
+    int k = SQLITE_DONE, stop = 0;
+
+    while (!stop && (k = sqlite3_step(st)) == SQLITE_ROW) {
+        if (row(st, ctx, &stop) < 0) {
+            rows = -1;
+            break;
+        }
+        rows++;
+    }
+    if (rows >= 0 && !stop && k != SQLITE_DONE) {
+        log_warnx("%s: %s", what, sqlite3_errmsg(db));
+        rows = -1;
+    }
+    sqlite3_finalize(st);
+    return rows;
+}

@@ -22,6 +22,13 @@ int qdb_exec(sqlite3 *db, const char *sql, const char *what);
 sqlite3_stmt *qdb_prepare(sqlite3 *db, const char *sql);
 /* Free pages back to the file system (incremental vacuum), then a passive checkpoint. */
 void qdb_shrink(sqlite3 *db);
+/*
+ * Step st to its end, calling row(st, ctx, &stop) for each row (it returns
+ * -1 on error, and may set stop). Finalizes st. Returns the rows handed
+ * out, or -1 (an SQLite error is logged as "what: message").
+ */
+long qdb_each_row(sqlite3 *db, sqlite3_stmt *st, int (*row)(sqlite3_stmt *, void *, int *),
+                  void *ctx, const char *what);
 
 /*
  * The folding used for every searchable key (addresses, subjects) and for

@@ -838,9 +838,17 @@ qfilter_init(struct qfilter *f)
 }
 
 /* Fill m from a row of Q_COLS and call cb; the recipients are split. */
+/* The caller's callback, for qdb_each_row. */
+struct row_ctx {
+    int (*cb)(void *, const struct qmeta *);
+    void *arg;
+};
+
 static int
-row_callback(sqlite3_stmt *st, int (*cb)(void *, const struct qmeta *), void *arg, int *stop)
+row_callback(sqlite3_stmt *st, void *ctx, int *stop)
 {
+    int (*cb)(void *, const struct qmeta *) = ((struct row_ctx *)ctx)->cb;
+    void *arg = ((struct row_ctx *)ctx)->arg;
     struct qmeta m;
     char **rcpts = NULL;
     size_t nrcpt = 0;
@@ -879,7 +887,7 @@ qstore_query(struct qstore *qs, const struct qfilter *f,
     char *keys[3] = {NULL, NULL, NULL}; /* sender, recipient, subject (folded) */
     sqlite3_stmt *st = NULL;
     long rows = -1;
-    int idx = 1, k, stop = 0;
+    int idx = 1;
 
 #define ADD(...) len += (size_t)snprintf(sql + len, sizeof(sql) - len, __VA_ARGS__)
     ADD("SELECT " Q_COLS " FROM q WHERE 1");
@@ -943,19 +951,8 @@ qstore_query(struct qstore *qs, const struct qfilter *f,
     if (f->limit > 0)
         sqlite3_bind_int64(st, idx++, f->limit);
 
-    rows = 0;
-    while (!stop && (k = sqlite3_step(st)) == SQLITE_ROW) {
-        if (row_callback(st, cb, arg, &stop) < 0) {
-            rows = -1;
-            break;
-        }
-        rows++;
-    }
-    if (rows >= 0 && !stop && k != SQLITE_DONE) {
-        log_warnx("quarantine index: query: %s", sqlite3_errmsg(qs->db));
-        rows = -1;
-    }
-    sqlite3_finalize(st);
+    struct row_ctx rc = {cb, arg};
+    rows = qdb_each_row(qs->db, st, row_callback, &rc, "quarantine index: query");
     pthread_mutex_unlock(&qs->mu);
 
 done:
