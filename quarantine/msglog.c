@@ -752,22 +752,9 @@ msglog_query(struct msglog *log, const struct msglog_filter *f,
         ADD(" AND qid = ?%d", idx++);
     if (f->message_id)
         ADD(" AND message_id = ?%d", idx++);
-    if (f->sender) {
-        if ((keys[0] = qfold(f->sender)) == NULL)
-            goto done;
-        ADD(" AND sender_key %s ?%d", qglob_has_meta(f->sender) ? "GLOB" : "=", idx++);
-    }
-    if (f->recipient) {
-        if ((keys[1] = qfold(f->recipient)) == NULL)
-            goto done;
-        ADD(" AND n IN (SELECT n FROM msg_rcpt WHERE addr_key %s ?%d)",
-            qglob_has_meta(f->recipient) ? "GLOB" : "=", idx++);
-    }
-    if (f->subject) {
-        if ((keys[2] = qfold(f->subject)) == NULL)
-            goto done;
-        ADD(" AND subject_key GLOB ?%d", idx++);
-    }
+    if (qdb_add_key_filters(sql, sizeof(sql), &len, &idx, "msg_rcpt", f->sender, f->recipient,
+                            f->subject, keys) < 0)
+        goto done;
     if (f->verdict)
         ADD(" AND verdict = ?%d", idx++);
     if (f->action)

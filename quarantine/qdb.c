@@ -277,3 +277,29 @@ qdb_each_row(sqlite3 *db, sqlite3_stmt *st, int (*row)(sqlite3_stmt *, void *, i
     sqlite3_finalize(st);
     return rows;
 }
+
+int
+qdb_add_key_filters(char *sql, size_t cap, size_t *len, int *idx, const char *rcpt_table,
+                    const char *sender, const char *recipient, const char *subject,
+                    char *keys[3])
+{
+#define ADD(...) *len += (size_t)snprintf(sql + *len, cap - *len, __VA_ARGS__)
+    if (sender) {
+        if ((keys[0] = qfold(sender)) == NULL)
+            return -1;
+        ADD(" AND sender_key %s ?%d", qglob_has_meta(sender) ? "GLOB" : "=", (*idx)++);
+    }
+    if (recipient) {
+        if ((keys[1] = qfold(recipient)) == NULL)
+            return -1;
+        ADD(" AND n IN (SELECT n FROM %s WHERE addr_key %s ?%d)", rcpt_table,
+            qglob_has_meta(recipient) ? "GLOB" : "=", (*idx)++);
+    }
+    if (subject) {
+        if ((keys[2] = qfold(subject)) == NULL)
+            return -1;
+        ADD(" AND subject_key GLOB ?%d", (*idx)++);
+    }
+#undef ADD
+    return 0;
+}

@@ -27,6 +27,17 @@ void qdb_shrink(sqlite3 *db);
  * -1 on error, and may set stop). Finalizes st. Returns the rows handed
  * out, or -1 (an SQLite error is logged as "what: message").
  */
+/*
+ * Append the sender / recipient / subject conditions both stores share to
+ * a "... WHERE 1" query at sql+*len: sender_key and, through rcpt_table,
+ * addr_key compare folded (GLOB when the pattern has * ? [), subject_key
+ * always GLOB. Placeholders are numbered from *idx; keys[0..2] receive the
+ * folded values to bind in that order (NULL where absent; the caller frees
+ * them). 0 ok, -1 out of memory.
+ */
+int qdb_add_key_filters(char *sql, size_t cap, size_t *len, int *idx, const char *rcpt_table,
+                        const char *sender, const char *recipient, const char *subject,
+                        char *keys[3]);
 long qdb_each_row(sqlite3 *db, sqlite3_stmt *st, int (*row)(sqlite3_stmt *, void *, int *),
                   void *ctx, const char *what);
 

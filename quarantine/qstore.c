@@ -893,22 +893,9 @@ qstore_query(struct qstore *qs, const struct qfilter *f,
     ADD("SELECT " Q_COLS " FROM q WHERE 1");
     if (f->id)
         ADD(" AND id = ?%d", idx++);
-    if (f->sender) {
-        if ((keys[0] = qfold(f->sender)) == NULL)
-            goto done;
-        ADD(" AND sender_key %s ?%d", qglob_has_meta(f->sender) ? "GLOB" : "=", idx++);
-    }
-    if (f->recipient) {
-        if ((keys[1] = qfold(f->recipient)) == NULL)
-            goto done;
-        ADD(" AND n IN (SELECT n FROM q_rcpt WHERE addr_key %s ?%d)",
-            qglob_has_meta(f->recipient) ? "GLOB" : "=", idx++);
-    }
-    if (f->subject) {
-        if ((keys[2] = qfold(f->subject)) == NULL)
-            goto done;
-        ADD(" AND subject_key GLOB ?%d", idx++);
-    }
+    if (qdb_add_key_filters(sql, sizeof(sql), &len, &idx, "q_rcpt", f->sender, f->recipient,
+                            f->subject, keys) < 0)
+        goto done;
     if (f->reason >= 0)
         ADD(" AND reason = ?%d", idx++);
     if (f->rule)
