@@ -118,6 +118,7 @@ struct relay {
 };
 
 static void conn_start_job(struct relay_conn *c);
+static void conn_send_tx(struct relay_conn *c);
 static void conn_free(struct relay_conn *c);
 static void relay_dispatch(struct relay *r);
 
@@ -620,16 +621,24 @@ conn_start_job(struct relay_conn *c)
     r->nwaiting--;
     j->next = NULL;
     c->job = j;
-    c->got_reply = 0;
-    c->mail_failed = 0;
-    c->naccepted = 0;
     if (c->idle_ev)
         evtimer_del(c->idle_ev);
     j->t_wait = now_sec() - j->t_start;
+    j->t_conn = 0; /* a cached connection */
     snprintf(j->relay_name, sizeof(j->relay_name), "%s", r->name);
-    if (c->state != C_IDLE)
-        return; /* a new connection: the handshake calls us back */
-    j->t_conn = 0;
+    conn_send_tx(c);
+}
+
+/* Start the transaction of the attached job on a ready (idle) connection. */
+static void
+conn_send_tx(struct relay_conn *c)
+{
+    struct relay *r = c->r;
+    struct relay_job *j = c->job;
+
+    c->got_reply = 0;
+    c->mail_failed = 0;
+    c->naccepted = 0;
     c->ntx++;
 
     /* SMTPUTF8 mail with UTF-8 addresses cannot go to a server without it (RFC 6531 3.2). */
@@ -872,20 +881,10 @@ conn_ready(struct relay_conn *c)
             r->recovery_cb(r->recovery_arg);
     }
     if (c->job) {
+        /* The job this connection was opened for. */
         c->job->t_conn = now_sec() - c->t_setup_start;
         c->state = C_IDLE;
-        /* Put the job back at the head and start it on this connection. */
-        struct relay_job *j = c->job;
-        c->job = NULL;
-        j->next = r->qhead;
-        r->qhead = j;
-        if (r->qtail == NULL)
-            r->qtail = j;
-        r->nwaiting++;
-        double tw = j->t_wait, tc = j->t_conn;
-        conn_start_job(c);
-        j->t_wait = tw;
-        j->t_conn = tc;
+        conn_send_tx(c);
         return;
     }
     conn_go_idle(c);
