@@ -194,6 +194,23 @@ due_push(struct queue_mgr *q, struct qent *e, int front)
     }
 }
 
+/* A complete queue file to deliver as soon as possible (the caller pumps). */
+static void
+schedule_now(struct queue_mgr *q, const char *id)
+{
+    struct qent *e = ent_add(q, id, 0, 0, id_arrival(id));
+    if (e)
+        due_push(q, e, 0);
+}
+
+/* A DSN (kind "non-delivery" or "delay") about message "of" is on disk. */
+static void
+dsn_queued(struct queue_mgr *q, const char *of, const char *dsn_id, const char *kind)
+{
+    log_info("%s: sender %s notification: %s", of, kind, dsn_id);
+    schedule_now(q, dsn_id);
+}
+
 static time_t
 backoff(const struct queue_mgr *q, time_t arrival, time_t now)
 {
@@ -328,12 +345,8 @@ custody_done(void *arg)
     struct queue_mgr *q = c->q;
     if (c->rc == 0) {
         ent_add(q, c->qid, 0, c->next, c->env->arrival ? c->env->arrival : time(NULL));
-        if (c->dsn) {
-            log_info("%s: sender non-delivery notification: %s", c->qid, c->dsn_id);
-            struct qent *de = ent_add(q, c->dsn_id, 0, 0, time(NULL));
-            if (de)
-                due_push(q, de, 0);
-        }
+        if (c->dsn)
+            dsn_queued(q, c->qid, c->dsn_id, "non-delivery");
     }
     c->cb(c->arg, c->rc, c->err);
     free(c->dsn);
@@ -376,7 +389,7 @@ queue_mgr_enter(struct queue_mgr *q, const char *qid, const struct envelope *env
         if (env->rcpt[i].state != RCPT_BOUNCED)
             continue;
         const char *reason = env->rcpt[i].reason ? env->rcpt[i].reason : "5.0.0 refused";
-        snprintf(st[nb], sizeof(st[nb]), "%c.0.0", reason[0] == '5' ? '5' : '5');
+        snprintf(st[nb], sizeof(st[nb]), "5.0.0");
         /* "550 5.1.1 text": take the enhanced code when present. */
         const char *sp = strchr(reason, ' ');
         if (sp && sp[1] == '5' && sp[2] == '.')
@@ -424,10 +437,7 @@ bounce_now_done(void *arg)
 {
     struct bounce_now *b = arg;
     if (b->rc == 0) {
-        log_info("%s: sender non-delivery notification: %s", b->qid, b->dsn_id);
-        struct qent *e = ent_add(b->q, b->dsn_id, 0, 0, time(NULL));
-        if (e)
-            due_push(b->q, e, 0);
+        dsn_queued(b->q, b->qid, b->dsn_id, "non-delivery");
         queue_pump(b->q, 0);
     } else {
         log_warnx("%s: cannot queue the non-delivery notification: %s", b->qid,
@@ -565,13 +575,7 @@ finish_done(void *arg)
     if (qd->err)
         log_warnx("%s: queue file update: %s", e->id, strerror(qd->err));
     if (qd->dsn)
-        log_info("%s: sender %s notification: %s", e->id,
-                 qd->delay_warning ? "delay" : "non-delivery", qd->dsn_id);
-    if (qd->dsn) {
-        struct qent *de = ent_add(q, qd->dsn_id, 0, 0, qd->now);
-        if (de)
-            due_push(q, de, 0);
-    }
+        dsn_queued(q, e->id, qd->dsn_id, qd->delay_warning ? "delay" : "non-delivery");
     e->active = 0;
     if (qd->remove) {
         log_info("%s: removed", e->id);
@@ -880,11 +884,8 @@ recovery_cb(void *arg)
 void
 queue_mgr_adopt(struct queue_mgr *q, const char *id)
 {
-    struct qent *e = ent_add(q, id, 0, 0, id_arrival(id));
-    if (e) {
-        due_push(q, e, 0);
-        queue_pump(q, 0);
-    }
+    schedule_now(q, id);
+    queue_pump(q, 0);
 }
 
 void
