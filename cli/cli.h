@@ -32,6 +32,8 @@ void cli_put_json(FILE *fp, const char *s);
 /* One request over the control socket; prints data lines and the final
  * text. 0 OK, 1 the daemon said ERR, 2 daemon not running/unreachable. */
 int cli_daemon_request(struct cli_opts *o, const char *req);
+/* Flush stdout at the end of a listing: 0, or 2 after saying "write error". */
+int cli_flush_stdout(void);
 
 /* cmd_quarantine.c, shared with cmd_log.c: --since/--until ("2026-11-23",
  * "2026-11-23 10:00", "2h", "3d"), local time display, --limit. 0 / -1. */

@@ -152,3 +152,12 @@ cli_daemon_request(struct cli_opts *o, const char *req)
     return 0;
 }
 
+int
+cli_flush_stdout(void)
+{
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "scanrelay: write error: %s\n", strerror(errno));
+        return 2;
+    }
+    return 0;
+}

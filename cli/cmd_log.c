@@ -223,11 +223,7 @@ cmd_log(struct cli_opts *o, int argc, char **argv)
         fprintf(stderr, "scanrelay: message log query failed\n");
         return 2;
     }
-    if (fflush(stdout) != 0 || ferror(stdout)) {
-        fprintf(stderr, "scanrelay: write error: %s\n", strerror(errno));
-        return 2;
-    }
-    return 0;
+    return cli_flush_stdout();
 }
 
 /*
@@ -402,9 +398,5 @@ cmd_stats(struct cli_opts *o, int argc, char **argv)
         fprintf(stderr, "scanrelay: message log query failed\n");
         return 2;
     }
-    if (fflush(stdout) != 0 || ferror(stdout)) {
-        fprintf(stderr, "scanrelay: write error: %s\n", strerror(errno));
-        return 2;
-    }
-    return 0;
+    return cli_flush_stdout();
 }

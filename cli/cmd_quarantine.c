@@ -336,11 +336,7 @@ quarantine_list(struct cli_opts *o, int argc, char **argv)
             printf("-- %lld Kbytes in %ld message%s.\n", (long long)(c.bytes / 1024), c.n,
                    c.n == 1 ? "" : "s");
     }
-    if (fflush(stdout) != 0 || ferror(stdout)) {
-        fprintf(stderr, "scanrelay: write error: %s\n", strerror(errno));
-        return 2;
-    }
-    return 0;
+    return cli_flush_stdout();
 }
 
 /*

@@ -268,11 +268,7 @@ queue_list(struct cli_opts *o)
                    shown == 1 ? "" : "s");
     }
     free(l.items);
-    if (fflush(stdout) != 0 || ferror(stdout)) {
-        fprintf(stderr, "scanrelay: write error: %s\n", strerror(errno));
-        return 2;
-    }
-    return rc;
+    return cli_flush_stdout() ? 2 : rc;
 }
 
 /*
