@@ -47,6 +47,7 @@
  * out of memory, as GLib does.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -558,28 +559,92 @@ obuf_reserve(struct obuf *o, size_t more)
     return 0;
 }
 
-/* Base64 well-formedness: only the alphabet, whitespace, and padding at the end. */
-static int
-base64_is_bad(const unsigned char *p, size_t len)
-{
-    size_t n = 0, pad = 0, i;
+/*
+ * Base64 in one pass: decode well-formed input (the alphabet, whitespace,
+ * padding only at the end) straight into o, four characters at a time.
+ * Returns 0 decoded, 1 malformed (o is left as it was: the caller then
+ * decodes the way GMime does, leniently, and marks the part), -1 no memory.
+ */
+#define B64_WS 0x40
+#define B64_PAD 0x41
+#define B64_BAD 0xFF
+static unsigned char b64_rank[256];
 
-    for (i = 0; i < len; i++) {
-        unsigned char c = p[i];
-        if (c == '\r' || c == '\n' || c == ' ' || c == '\t')
-            continue;
-        if (c == '=') {
-            pad++;
-            continue;
+static void
+b64_rank_init(void)
+{
+    static const char alpha[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+    memset(b64_rank, B64_BAD, sizeof(b64_rank));
+    for (int i = 0; i < 64; i++)
+        b64_rank[(unsigned char)alpha[i]] = (unsigned char)i;
+    b64_rank['\r'] = b64_rank['\n'] = b64_rank[' '] = b64_rank['\t'] = B64_WS;
+    b64_rank['='] = B64_PAD;
+}
+
+static int
+base64_decode_strict(const unsigned char *p, size_t len, struct obuf *o)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    const unsigned char *r = b64_rank;
+    unsigned char *out;
+    uint32_t acc = 0;
+    size_t i = 0;
+    int n = 0, pad = 0;
+
+    pthread_once(&once, b64_rank_init);
+    if (obuf_reserve(o, len / 4 * 3 + 3) < 0)
+        return -1;
+    out = o->p + o->len;
+    while (i < len) {
+        if (n == 0 && pad == 0) {
+            /* The common case: whole groups of four alphabet characters. */
+            while (i + 4 <= len) {
+                unsigned a = r[p[i]], b = r[p[i + 1]], c = r[p[i + 2]], d = r[p[i + 3]];
+                if ((a | b | c | d) & 0xC0)
+                    break;
+                uint32_t v = a << 18 | b << 12 | c << 6 | d;
+                out[0] = (unsigned char)(v >> 16);
+                out[1] = (unsigned char)(v >> 8);
+                out[2] = (unsigned char)v;
+                out += 3;
+                i += 4;
+            }
+            if (i >= len)
+                break;
         }
-        if (!(g_ascii_isalnum(c) || c == '+' || c == '/'))
+        unsigned t = r[p[i++]];
+        if (t < 64) {
+            if (pad > 0) /* data after padding */
+                return 1;
+            acc = acc << 6 | t;
+            if (++n == 4) {
+                out[0] = (unsigned char)(acc >> 16);
+                out[1] = (unsigned char)(acc >> 8);
+                out[2] = (unsigned char)acc;
+                out += 3;
+                n = 0;
+                acc = 0;
+            }
+        } else if (t == B64_PAD) {
+            pad++;
+        } else if (t != B64_WS) {
             return 1;
-        if (pad > 0) /* data after padding */
-            return 1;
-        n++;
+        }
     }
-    if (pad > 2 || (n + pad) % 4 != 0)
+    /* What is left: nothing, or two or three characters with their padding. */
+    if (n == 0 && pad == 0) {
+        ;
+    } else if (n == 2 && pad == 2) {
+        *out++ = (unsigned char)(acc >> 4);
+    } else if (n == 3 && pad == 1) {
+        *out++ = (unsigned char)(acc >> 10);
+        *out++ = (unsigned char)(acc >> 2);
+    } else {
         return 1;
+    }
+    o->len = (size_t)(out - o->p);
     return 0;
 }
 
@@ -1039,11 +1104,23 @@ walk_leaf(struct walk *w, GMimePart *part, GMimeObject *owner, int depth, const 
     size_t inlen = bb >= 0 ? (size_t)(be - bb) : 0;
     switch (enc) {
     case GMIME_CONTENT_ENCODING_BASE64:
-        pi.decode_error = base64_is_bad(in, inlen);
+        if ((r = base64_decode_strict(in, inlen, &o)) < 0) {
+            free(o.p);
+            return oom(w);
+        }
+        if (r == 0) {
+            pi.data = o.p;
+            pi.len = o.len;
+            break;
+        }
+        pi.decode_error = 1;
+        /* malformed: decoded the lenient way, as GMime does */
         /* fall through */
     case GMIME_CONTENT_ENCODING_QUOTEDPRINTABLE:
-        if (gmime_decode(enc, in, inlen, &o) < 0)
+        if (gmime_decode(enc, in, inlen, &o) < 0) {
+            free(o.p);
             return oom(w);
+        }
         pi.data = o.p;
         pi.len = o.len;
         break;

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <gmime/gmime.h>
 
 #include "mime.h"
 
@@ -860,6 +861,89 @@ test_large_attachment(void **state)
     free(data);
 }
 
+/* One base64 body part through the walk: its decoded bytes and decode_error. */
+static void
+walk_base64(const char *body, struct parts *ps)
+{
+    static const char hdr[] = "From: a@b\r\nMIME-Version: 1.0\r\n"
+                              "Content-Type: application/octet-stream\r\n"
+                              "Content-Transfer-Encoding: base64\r\n\r\n";
+    size_t len = strlen(hdr) + strlen(body);
+    char *msg = malloc(len + 1), err[128];
+    struct mime_msg *m;
+
+    assert_non_null(msg);
+    snprintf(msg, len + 1, "%s%s", hdr, body);
+    m = mime_parse_mem(msg, len, 0, 0, err, sizeof(err));
+    assert_non_null(m);
+    memset(ps, 0, sizeof(*ps));
+    ps->keep_data = 1;
+    assert_int_equal(mime_walk(m, collect, ps), 0);
+    assert_int_equal(ps->n, 1);
+    mime_free(m);
+    free(msg);
+}
+
+/*
+ * Base64 decoding: every length and padding, line breaks and blanks at any
+ * place decode exactly; malformed input is marked and decoded the way
+ * GMime decodes it (the lenient way a mail client reads it).
+ */
+static void
+test_base64_decode(void **state)
+{
+    static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    static const char *const seps[] = {"", "\r\n", " ", "\t", "\r\n \r\n"};
+    static const char *const bad[] = {"QQ=",  "QQ==QQ==", "QUJD*REVG", "Q",   "QUJDRA===",
+                                      "====", "QUJ\x80", "QQ==\r\nQg==", "QU=J"};
+    (void)state;
+
+    for (size_t n = 0; n < 40; n++) {
+        unsigned char *data = payload(n ? n : 1, (unsigned)n + 7);
+        for (size_t si = 0; si < sizeof(seps) / sizeof(seps[0]); si++) {
+            for (size_t every = 1; every <= 9; every += 4) {
+                char body[1024], *o = body;
+                size_t k = 0;
+                for (size_t i = 0; i < n; i += 3) {
+                    unsigned v = (unsigned)data[i] << 16 |
+                                 (i + 1 < n ? (unsigned)data[i + 1] << 8 : 0) |
+                                 (i + 2 < n ? data[i + 2] : 0);
+                    char q[4] = {b64[v >> 18 & 63], b64[v >> 12 & 63],
+                                 i + 1 < n ? b64[v >> 6 & 63] : '=', i + 2 < n ? b64[v & 63] : '='};
+                    for (int j = 0; j < 4; j++) {
+                        *o++ = q[j];
+                        if (++k % every == 0)
+                            o += sprintf(o, "%s", seps[si]);
+                    }
+                }
+                *o = '\0';
+                struct parts ps;
+                walk_base64(body, &ps);
+                assert_int_equal(ps.v[0].decode_error, 0);
+                assert_int_equal(ps.v[0].len, n);
+                if (n)
+                    assert_memory_equal(ps.v[0].data, data, n);
+                parts_free(&ps);
+            }
+        }
+        free(data);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        unsigned char want[64];
+        int st = 0;
+        guint32 save = 0;
+        size_t wn = g_mime_encoding_base64_decode_step((const unsigned char *)bad[i], strlen(bad[i]),
+                                                       want, &st, &save);
+        struct parts ps;
+        walk_base64(bad[i], &ps);
+        assert_int_equal(ps.v[0].decode_error, 1);
+        assert_int_equal(ps.v[0].len, wn);
+        if (wn)
+            assert_memory_equal(ps.v[0].data, want, wn);
+        parts_free(&ps);
+    }
+}
+
 /*
  * Robustness: every corpus file cut at many points, and mutated bytes.
  */
@@ -949,6 +1033,7 @@ main(void)
         cmocka_unit_test(test_encoded_rfc822),
         cmocka_unit_test(test_missing_closing_boundary),
         cmocka_unit_test(test_bad_base64),
+        cmocka_unit_test(test_base64_decode),
         cmocka_unit_test(test_long_header),
         cmocka_unit_test(test_no_mime),
         cmocka_unit_test(test_garbage_8bit),
