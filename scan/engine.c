@@ -124,7 +124,6 @@ cb_inspect(int fd, const char *type, const char **ancestors, size_t parent_file_
     (void)fd;
     (void)parent_file_size;
     (void)file_buffer;
-    (void)layer_attributes;
     struct scan_ctx *sc = context;
     const char *names[64];
     unsigned level = recursion_level;
@@ -138,7 +137,21 @@ cb_inspect(int fd, const char *type, const char **ancestors, size_t parent_file_
         names[i - 1] = ancestors ? ancestors[i] : NULL;
     if (level > 0)
         names[level - 1] = file_name;
-    sc->cb->on_inspect(sc->cb->arg, level, names, type, file_size);
+    if (sc->cb->on_inspect(sc->cb->arg, level, names, type, file_size,
+                           (layer_attributes & LAYER_ATTRIBUTES_NORMALIZED) != 0))
+        return CL_VIRUS;
+    return CL_CLEAN;
+}
+
+static cl_error_t
+cb_pre_scan(int fd, const char *type, void *context)
+{
+    (void)fd;
+    (void)type;
+    struct scan_ctx *sc = context;
+
+    if (sc && sc->cb && sc->cb->on_fresh)
+        sc->cb->on_fresh(sc->cb->arg);
     return CL_CLEAN;
 }
 
@@ -235,6 +248,7 @@ engine_load(const struct sr_config_virus *vc, char *err, size_t errlen)
         goto bad;
     }
     cl_engine_set_clcb_file_inspection(cl, cb_inspect);
+    cl_engine_set_clcb_pre_scan(cl, cb_pre_scan);
     cl_engine_set_clcb_virus_found(cl, cb_virus);
     rc = cl_engine_compile(cl);
     if (rc != CL_SUCCESS) {

@@ -41,11 +41,21 @@ uint64_t engine_generation(const struct sr_engine *e);
  * signature match, with the innermost object inspected last.
  */
 struct engine_scan_cb {
-    void (*on_inspect)(void *arg, unsigned level, const char *const *names, const char *type,
-                       size_t size);
+    /* Every object libclamav looks at (level 0: the scanned one); names:
+     * the path to it. normalized: a normalized copy (text, HTML) of an
+     * object already inspected. Nonzero return: stop, the object is
+     * blocked (the scan ends as ENGINE_VIRUS named ENGINE_BLOCKED). */
+    int (*on_inspect)(void *arg, unsigned level, const char *const *names, const char *type,
+                      size_t size, int normalized);
     void (*on_virus)(void *arg, const char *virname);
+    /* libclamav is about to scan an object it did not find in its cache of
+     * clean objects (not called for a cache hit). Optional. */
+    void (*on_fresh)(void *arg);
     void *arg;
 };
+
+/* libclamav's name for an object blocked by on_inspect. */
+#define ENGINE_BLOCKED "Detected.By.Callback"
 
 enum engine_status {
     ENGINE_CLEAN = 0,

@@ -37,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <stdatomic.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -54,8 +55,10 @@
 
 /* An archive member seen by the walk: full path, and its archive's member. */
 struct member {
-    int parent; /* index, -1 for a member of the part itself */
-    char *name; /* NULL: content of a lone compressed stream */
+    int parent;       /* index, -1 for a member of the part itself */
+    char *name;       /* NULL: content of a lone compressed stream */
+    int64_t declared; /* >= 0: counted by this declared size, libclamav must confirm it */
+    int confirmed;    /* libclamav expanded it, no larger than declared */
 };
 
 struct state {
@@ -78,6 +81,9 @@ struct state {
     int last_at_depth[CHAIN_MAX];
     int part_virus;     /* libclamav's virus callback reported one */
     int part_encrypted; /* the archive walk reported an encrypted member */
+    int clam_fresh;     /* libclamav scanned the part (not a hit in its clean cache) */
+    int part_lied;      /* a member came out larger than declared */
+    int rewalk;         /* the walk runs again without trust: encrypted is known */
 };
 
 static const char *const kind_names[] = {"clean", "error", "limit", "encrypted", "virus"};
@@ -123,7 +129,7 @@ rule_action(const struct sr_config *cfg, const char *rule)
 {
     const struct sr_config_scan *s = &cfg->scan;
 
-    if (strcmp(rule, "file_size") == 0)
+    if (strcmp(rule, "file_size") == 0 || strcmp(rule, "declared_size") == 0)
         return s->file_size.action;
     if (strcmp(rule, "total_size") == 0)
         return s->total_size.action;
@@ -217,6 +223,8 @@ arch_report(void *arg, enum arch_event ev, const char *location, int64_t value, 
 
     switch (ev) {
     case ARCH_EV_ENCRYPTED:
+        if (st->rewalk)
+            break;
         st->part_encrypted = 1;
         add_finding(st, SCAN_ENCRYPTED, "encrypted", location, 0, 0);
         break;
@@ -231,7 +239,7 @@ arch_report(void *arg, enum arch_event ev, const char *location, int64_t value, 
 
 /* Archive walk: record member paths, to name libclamav's matches fully. */
 static void
-arch_member(void *arg, int depth, const char *name)
+arch_member(void *arg, int depth, const char *name, int64_t declared)
 {
     struct state *st = arg;
     struct member *m;
@@ -249,6 +257,8 @@ arch_member(void *arg, int depth, const char *name)
     m = &st->members[st->nmembers++];
     m->parent = depth > 1 ? st->last_at_depth[depth - 2] : -1;
     m->name = name ? strdup(name) : NULL;
+    m->declared = declared;
+    m->confirmed = 0;
     st->last_at_depth[depth - 1] = idx;
 }
 
@@ -303,14 +313,55 @@ clam_tmp_name(const char *s)
     return s[39] == '\0' || strcmp(s + 39, ".tmp") == 0;
 }
 
-/* libclamav callbacks: remember the innermost object, name matches by it. */
-static void
-on_inspect(void *arg, unsigned level, const char *const *names, const char *type, size_t size)
+/*
+ * The location of libclamav's innermost object: the part, then the names
+ * of the chain, made full paths where the walk saw them. Returns the
+ * walk's member the object is, or -1.
+ */
+static int
+chain_location(struct state *st, int with_chain, char *loc, size_t size)
+{
+    size_t n;
+    int cur = -1;
+
+    snprintf(loc, size, "%s", st->base);
+    n = strlen(loc);
+    for (int i = 0; with_chain && i < st->nchain && n < size - 1; i++) {
+        const char *nm = st->chain[i];
+        int r = cur >= -1 ? member_find(st, cur, nm, 0) : -1;
+        if (r >= 0)
+            nm = st->members[r].name;
+        cur = r >= 0 ? r : -2;
+        int w = snprintf(loc + n, size - n, "/%s", nm);
+        if (w < 0)
+            break;
+        n += (size_t)w;
+        if (n >= size)
+            n = size - 1;
+    }
+    for (char *p = loc; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7F)
+            *p = '?';
+    return with_chain && st->nchain > 0 && cur >= 0 ? cur : -1;
+}
+
+/*
+ * libclamav callbacks: remember the innermost object, name matches by
+ * it; and hold a member the walk counted by its declared size to that
+ * size as libclamav expands it. One that comes out larger lied: a limit
+ * hit ("declared_size", the file_size rule's action), and the object is
+ * blocked so that libclamav neither goes on with it nor caches the part
+ * as clean.
+ */
+static int
+on_inspect(void *arg, unsigned level, const char *const *names, const char *type, size_t size,
+           int normalized)
 {
     struct state *st = arg;
     size_t used = 0;
+    char loc[LOC_MAX];
+    int r;
     (void)type;
-    (void)size;
 
     st->nchain = 0;
     for (unsigned i = 0; i < level && st->nchain < CHAIN_MAX; i++) {
@@ -327,34 +378,27 @@ on_inspect(void *arg, unsigned level, const char *const *names, const char *type
         st->chain[st->nchain++] = st->chain_buf + used;
         used += n;
     }
+    if (level == 0 || normalized || st->budget.trusted == 0 || st->base == NULL)
+        return 0;
+    if ((r = chain_location(st, 1, loc, sizeof(loc))) < 0 || st->members[r].declared < 0)
+        return 0;
+    if ((int64_t)size <= st->members[r].declared) {
+        st->members[r].confirmed = 1;
+        return 0;
+    }
+    st->part_lied = 1;
+    add_finding(st, SCAN_LIMIT, "declared_size", loc, (int64_t)size, st->members[r].declared);
+    return 1;
 }
 
 static void
 found(struct state *st, const char *virname, int with_chain)
 {
     char loc[LOC_MAX];
-    size_t n;
-    int cur = -1;
 
-    /* The part, then libclamav's names, made full paths where the walk saw them. */
-    snprintf(loc, sizeof(loc), "%s", st->base);
-    n = strlen(loc);
-    for (int i = 0; with_chain && i < st->nchain && n < sizeof(loc) - 1; i++) {
-        const char *nm = st->chain[i];
-        int r = cur >= -1 ? member_find(st, cur, nm, 0) : -1;
-        if (r >= 0)
-            nm = st->members[r].name;
-        cur = r >= 0 ? r : -2;
-        int w = snprintf(loc + n, sizeof(loc) - n, "/%s", nm);
-        if (w < 0)
-            break;
-        n += (size_t)w;
-        if (n >= sizeof(loc))
-            n = sizeof(loc) - 1;
-    }
-    for (char *p = loc; *p; p++)
-        if ((unsigned char)*p < 0x20 || *p == 0x7F)
-            *p = '?';
+    chain_location(st, with_chain, loc, sizeof(loc));
+    if (st->part_lied && strncmp(virname, ENGINE_BLOCKED, strlen(ENGINE_BLOCKED)) == 0)
+        return; /* our own block of a member that lied: found already */
     if (strncmp(virname, "Heuristics.Limits.Exceeded.", 27) == 0) {
         /* libclamav stopped short: a timeout is a scan error; its other
          * limits (file size, recursion...) are ours to judge by the size
@@ -379,20 +423,30 @@ on_virus(void *arg, const char *virname)
 {
     struct state *st = arg;
 
+    if (st->part_lied && strncmp(virname, ENGINE_BLOCKED, strlen(ENGINE_BLOCKED)) == 0)
+        return;
     st->part_virus = 1;
     found(st, virname, 1);
+}
+
+static void
+on_fresh(void *arg)
+{
+    struct state *st = arg;
+    st->clam_fresh = 1;
 }
 
 /* One object through libclamav; findings recorded. */
 static void
 clam_scan(struct state *st, const void *data, size_t len, const char *name)
 {
-    struct engine_scan_cb cb = {on_inspect, on_virus, st};
+    struct engine_scan_cb cb = {on_inspect, on_virus, on_fresh, st};
     const char *virname = NULL;
     char err[256];
 
     st->nchain = 0;
     st->part_virus = 0;
+    st->clam_fresh = 0;
     switch (engine_scan_mem(st->e, data, len, name, &cb, &virname, err, sizeof(err))) {
     case ENGINE_CLEAN:
         break;
@@ -421,6 +475,11 @@ past_deadline(struct state *st)
 }
 
 /* mime_walk callback: one decoded leaf part. */
+static void trust_for_libclamav(struct state *st, int64_t part_len);
+static int unconfirmed(struct state *st, size_t before);
+static void rewalk(struct state *st, const struct arch_budget *saved,
+                   const struct mime_part_info *pi, const char *base);
+
 static int
 part_cb(void *arg, const struct mime_part_info *pi)
 {
@@ -471,8 +530,12 @@ part_cb(void *arg, const struct mime_part_info *pi)
     /* Size rules and the archive budget, then libclamav. */
     size_t before = r->nfindings;
     arch_account_file(&st->budget, (int64_t)pi->len, base);
-    if (!st->budget.spent && arch_sniff(pi->data, pi->len))
+    struct arch_budget saved = st->budget;
+    int archive = !st->budget.spent && arch_sniff(pi->data, pi->len);
+    if (archive) {
+        trust_for_libclamav(st, (int64_t)pi->len);
         arch_walk(&st->budget, pi->data, pi->len, base);
+    }
     /*
      * A part our budget already found to be a decompression bomb is not
      * handed to libclamav: it would inflate it again up to its own limits
@@ -485,8 +548,12 @@ part_cb(void *arg, const struct mime_part_info *pi)
              strcmp(r->findings[i].name, "file_size") == 0 ||
              strcmp(r->findings[i].name, "total_size") == 0))
             bomb = 1;
-    if (!bomb)
+    st->part_lied = 0;
+    if (!bomb) {
         clam_scan(st, pi->data, pi->len, pi->filename);
+        if (archive && unconfirmed(st, before))
+            rewalk(st, &saved, pi, base);
+    }
     members_clear(st);
     if (past_deadline(st) && !st->timed_out) {
         st->timed_out = 1;
@@ -496,6 +563,80 @@ part_cb(void *arg, const struct mime_part_info *pi)
     st->base = NULL;
     st->part = 0;
     return st->oom ? 1 : 0;
+}
+
+/*
+ * Members counted by declared size are expanded once, by libclamav, which
+ * must get to every one: trust no member larger than libclamav expands
+ * (virus.max_file_size), and stay well inside what one libclamav scan
+ * expands in all (max_scan_size, max_files). A lying member costs what
+ * libclamav expands of it, max_file_size, in memory: trust is off when
+ * that is more than TRUST_MAX_FILE, or unlimited.
+ */
+#define TRUST_MAX_FILE (32LL << 20)
+
+static void
+trust_for_libclamav(struct state *st, int64_t part_len)
+{
+    const struct sr_config_virus *vc = &st->cfg->virus;
+
+    st->budget.trusted = 0;
+    st->budget.trust_file = 0;
+    if (vc->max_file_size <= 0 || vc->max_file_size > TRUST_MAX_FILE || vc->max_scan_size <= 0 ||
+        vc->max_files <= 0)
+        return;
+    st->budget.trust_file = vc->max_file_size;
+    st->budget.trust_bytes = vc->max_scan_size / 2 - part_len;
+    st->budget.trust_files = vc->max_files / 2;
+}
+
+/*
+ * The engine generation whose cache of clean objects holds a part that
+ * only our second walk (rewalk) found over a limit: libclamav had cached
+ * it as clean by then. Until the next engine (a new, empty cache), a
+ * cache hit no longer vouches for members counted by declared size.
+ */
+static _Atomic uint64_t cache_distrusted;
+
+/*
+ * After libclamav: did a member counted by declared size go unconfirmed
+ * although libclamav had no reason to stop early (a virus, a limit, an
+ * error found since "before")? A hit in libclamav's cache (nothing
+ * scanned) vouches for the part: it held no lie when it was scanned.
+ */
+static int
+unconfirmed(struct state *st, size_t before)
+{
+    const struct scan_result *r = st->res;
+
+    if (st->budget.trusted == 0 || st->part_lied)
+        return 0;
+    if (!st->clam_fresh && atomic_load(&cache_distrusted) != engine_generation(st->e))
+        return 0;
+    for (size_t i = before; i < r->nfindings; i++)
+        if (r->findings[i].kind == SCAN_VIRUS || r->findings[i].kind == SCAN_ERROR ||
+            r->findings[i].kind == SCAN_LIMIT)
+            return 0;
+    for (size_t i = 0; i < st->nmembers; i++)
+        if (st->members[i].declared >= 0 && !st->members[i].confirmed)
+            return 1;
+    return 0;
+}
+
+/* The part's archive walked again, every member expanded (trust off). */
+static void
+rewalk(struct state *st, const struct arch_budget *saved, const struct mime_part_info *pi,
+       const char *base)
+{
+    log_debug("scan: %s: libclamav did not expand every member, walked again", base);
+    st->budget = *saved;
+    st->budget.trust_file = 0;
+    st->budget.member = NULL;
+    st->rewalk = 1;
+    if (arch_walk(&st->budget, pi->data, pi->len, base) == ARCH_STOPPED)
+        atomic_store(&cache_distrusted, engine_generation(st->e));
+    st->rewalk = 0;
+    st->budget.member = arch_member;
 }
 
 /* Printable ASCII copy for a header field. */

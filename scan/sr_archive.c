@@ -21,8 +21,13 @@
  * archives nested eight deep that large.
  *
  * A declared member size above file_size is a hit without expanding a
- * byte; a declared size is never trusted to be small: bytes are counted
- * as they come out. The ratio limit compares an archive's expanded bytes
+ * byte. A declared size is not trusted to be small, with one exception
+ * that saves expanding every zip twice (here, then in libclamav): with
+ * trust on (struct arch_budget), a zip member that is not an archive
+ * itself is counted by its declared size and skipped, and the caller
+ * checks libclamav's expansion of it against that size (scan.c). Whether
+ * it is an archive is told by its first 512 bytes, inflated alone from
+ * its local header (zlib). Otherwise bytes are counted as they come out. The ratio limit compares an archive's expanded bytes
  * with the compressed bytes consumed so far, once ARCH_RATIO_FLOOR bytes
  * came out (small, very compressible files are normal).
  *
@@ -36,6 +41,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#define ZLIB_CONST
+#include <zlib.h>
 
 #include "sr_archive.h"
 
@@ -71,6 +78,10 @@ struct level {
     int broken_reported;
     char entry_loc[LOC_MAX];
     int64_t entry_bytes;
+    const unsigned char *mem; /* the archive, when read from memory (NULL: streamed) */
+    size_t memlen;
+    int64_t cd_off, cd_len; /* its zip central directory: -1 none, 0/0 not looked for */
+    int64_t in_seen;        /* compressed bytes passed over by skipping trusted members */
 };
 
 /* A nested archive read as a stream: buffered prefix, then the parent member. */
@@ -229,6 +240,8 @@ count(struct level *lv, size_t n)
         return hit(b, ARCH_EV_TOTAL, lv->entry_loc, b->total, lim->total);
     if (lim->ratio && lv->out > ARCH_RATIO_FLOOR) {
         int64_t in = archive_filter_bytes(lv->a, -1);
+        if (in < lv->in_seen)
+            in = lv->in_seen;
         if (in < 1)
             in = 1;
         if (lv->out > lim->ratio * in)
@@ -396,6 +409,171 @@ read_member(struct level *lv)
     return drain(lv);
 }
 
+#define SNIFF_LEN 512
+#define LH_SIZE 30
+#define LH_BACK (LH_SIZE + 2048) /* farthest a member's data starts after its local header */
+
+static unsigned
+le16(const unsigned char *p)
+{
+    return (unsigned)p[0] | (unsigned)p[1] << 8;
+}
+
+static uint32_t
+le32(const unsigned char *p)
+{
+    return (uint32_t)le16(p) | (uint32_t)le16(p + 2) << 16;
+}
+
+/*
+ * The compressed size the central directory of lv's zip gives the member
+ * whose local header is at offset lho; -1 if not found (or zip64).
+ */
+static int64_t
+zip_central_csize(struct level *lv, int64_t lho)
+{
+    const unsigned char *m = lv->mem, *p;
+
+    if (lv->cd_off == 0 && lv->cd_len == 0) {
+        lv->cd_off = lv->cd_len = -1;
+        for (int64_t at = (int64_t)lv->memlen - 22; at >= 0 && (int64_t)lv->memlen - at <= 65557;
+             at--) {
+            p = m + at;
+            if (p[0] == 'P' && p[1] == 'K' && p[2] == 5 && p[3] == 6) {
+                int64_t off = le32(p + 16), len = le32(p + 12);
+                if (off + len <= at) {
+                    lv->cd_off = off;
+                    lv->cd_len = len;
+                }
+                break;
+            }
+        }
+    }
+    if (lv->cd_off < 0)
+        return -1;
+    for (int64_t at = 0; at + 46 <= lv->cd_len;) {
+        p = m + lv->cd_off + at;
+        if (!(p[0] == 'P' && p[1] == 'K' && p[2] == 1 && p[3] == 2))
+            return -1;
+        if (le32(p + 42) == (uint32_t)lho)
+            return le32(p + 20) == 0xFFFFFFFFu ? -1 : (int64_t)le32(p + 20);
+        at += 46 + (int64_t)le16(p + 28) + le16(p + 30) + le16(p + 32);
+    }
+    return -1;
+}
+
+/*
+ * The first bytes of the current zip member of lv, read from memory
+ * without libarchive (which would inflate up to 256 KiB to hand out the
+ * first byte): its data starts where libarchive stopped reading, just
+ * after a local file header whose name and extra fields end there.
+ * Stored and deflated members only, whose local header does not declare
+ * a size that cannot be true: more compressed bytes than deflate makes
+ * of that many (a lie told to be trusted: better expanded here).
+ * Returns the bytes in out (at most want), or -1 when that cannot be done;
+ * *end: where the member's compressed data ends.
+ */
+static long
+zip_member_head(struct level *lv, int64_t size, unsigned char *out, size_t want, int64_t *end)
+{
+    int64_t off = archive_filter_bytes(lv->a, -1);
+    const unsigned char *lh = NULL, *data;
+    size_t avail;
+
+    if (lv->mem == NULL || off < LH_SIZE || (uint64_t)off > lv->memlen)
+        return -1;
+    for (int64_t at = off - LH_SIZE; at >= 0 && off - at <= LH_BACK; at--) {
+        const unsigned char *p = lv->mem + at;
+        if (p[0] == 'P' && p[1] == 'K' && p[2] == 3 && p[3] == 4 &&
+            at + LH_SIZE + (int64_t)le16(p + 26) + (int64_t)le16(p + 28) == off) {
+            lh = p;
+            break;
+        }
+    }
+    if (lh == NULL || (le16(lh + 6) & 1)) /* not found, or encrypted */
+        return -1;
+    data = lv->mem + off;
+    avail = lv->memlen - (size_t)off;
+    /* Sizes in the local header, unless they follow the data (flag 8). */
+    int64_t csize = (le16(lh + 6) & 8) ? zip_central_csize(lv, lh - lv->mem) : le32(lh + 18);
+    if (csize < 0)
+        return -1;
+    *end = off + csize;
+    switch (le16(lh + 8)) {
+    case 0: /* stored */
+        if (avail < want || (csize >= 0 && csize != size))
+            return -1;
+        memcpy(out, data, want);
+        return (long)want;
+    case 8: { /* deflated */
+        z_stream z;
+        long got;
+        /* Stored blocks cost 5 bytes per 64 KiB; headers and codes a few more. */
+        if (csize > size + size / 1000 + 1024)
+            return -1;
+        memset(&z, 0, sizeof(z));
+        if (inflateInit2(&z, -MAX_WBITS) != Z_OK)
+            return -1;
+        z.next_in = data;
+        z.avail_in = avail > (1u << 30) ? (1u << 30) : (uInt)avail;
+        z.next_out = out;
+        z.avail_out = (uInt)want;
+        int zr = inflate(&z, Z_SYNC_FLUSH);
+        got = (long)(want - z.avail_out);
+        inflateEnd(&z);
+        if (zr != Z_OK && zr != Z_STREAM_END && zr != Z_BUF_ERROR)
+            return -1;
+        return got == (long)want ? got : -1;
+    }
+    default:
+        return -1;
+    }
+}
+
+/*
+ * Trust: count the current member by its declared size and skip it,
+ * when it qualifies (see struct arch_budget). Returns TRUSTED, 0 read it
+ * the usual way, or ARCH_STOPPED on a limit.
+ */
+#define TRUSTED 2
+static int
+trusted_member(struct level *lv, struct archive_entry *ent, const char *name)
+{
+    struct arch_budget *b = lv->b;
+    unsigned char head[SNIFF_LEN];
+    int64_t size, end = 0;
+    size_t want;
+
+    if (b->trust_file <= 0 || b->trust_files <= 0 || lv->mem == NULL || lv->raw ||
+        archive_format(lv->a) != ARCHIVE_FORMAT_ZIP || !archive_entry_size_is_set(ent))
+        return 0;
+    size = archive_entry_size(ent);
+    if (size <= 0 || size > b->trust_file || size > b->trust_bytes)
+        return 0;
+    want = size < SNIFF_LEN ? (size_t)size : SNIFF_LEN;
+    if (zip_member_head(lv, size, head, want, &end) < 0 || arch_sniff(head, want))
+        return 0;
+    if (archive_read_data_skip(lv->a) != ARCHIVE_OK)
+        return 0; /* the reader is in trouble: the next header tells */
+    b->trust_files--;
+    b->trust_bytes -= size;
+    b->trusted++;
+    if (end > lv->in_seen)
+        lv->in_seen = end;
+    if (b->member)
+        b->member(b->arg, lv->depth, name ? name : "?", size);
+    lv->entry_bytes = 0;
+    return count(lv, (size_t)size) == ARCH_OK ? TRUSTED : ARCH_STOPPED;
+}
+
+/* Tell the caller about a member the walk reads (or stops at). */
+static void
+member_seen(struct level *lv, const char *name)
+{
+    if (lv->b->member)
+        lv->b->member(lv->b->arg, lv->depth, lv->raw ? NULL : name ? name : "?", -1);
+}
+
 /* Walk the members of one opened archive. */
 static int
 walk_level(struct level *lv)
@@ -439,34 +617,40 @@ walk_level(struct level *lv)
             continue;
 
         /* Count, name, check what the header tells. */
+        const char *name = NULL;
         b->files++;
         lv->members++;
         if (lv->raw) {
             snprintf(lv->entry_loc, sizeof(lv->entry_loc), "%s", lv->location);
-            if (b->member)
-                b->member(b->arg, lv->depth, NULL);
         } else {
-            const char *name = archive_entry_pathname_utf8(ent);
+            name = archive_entry_pathname_utf8(ent);
             if (name == NULL)
                 name = archive_entry_pathname(ent);
             make_loc(lv->entry_loc, lv->location, name);
-            if (b->member)
-                b->member(b->arg, lv->depth, name ? name : "?");
         }
         if (b->lim.files && b->files > b->lim.files)
             return hit(b, ARCH_EV_FILES, lv->location, b->files, b->lim.files);
         if (archive_entry_is_encrypted(ent)) {
+            member_seen(lv, name);
             b->encrypted++;
             note(b, ARCH_EV_ENCRYPTED, lv->entry_loc);
             continue;
         }
         if (b->lim.file_size && archive_entry_size_is_set(ent) &&
-            archive_entry_size(ent) > b->lim.file_size)
+            archive_entry_size(ent) > b->lim.file_size) {
+            member_seen(lv, name);
             return hit(b, ARCH_EV_FILE_SIZE, lv->entry_loc, archive_entry_size(ent),
                        b->lim.file_size);
+        }
 
+        int rc = trusted_member(lv, ent, name);
+        if (rc == ARCH_STOPPED)
+            return ARCH_STOPPED;
+        if (rc == TRUSTED)
+            continue;
+        member_seen(lv, name);
         lv->entry_bytes = 0;
-        int rc = read_member(lv);
+        rc = read_member(lv);
         if (rc == ARCH_STOPPED)
             return ARCH_STOPPED;
         /* DATA_ERROR: the next header tells whether the reader goes on. */
@@ -490,6 +674,8 @@ walk_buffer_as(struct arch_budget *b, const void *data, size_t len, int depth, c
         rc = ARCH_UNREADABLE;
         goto out;
     }
+    lv.mem = data;
+    lv.memlen = len;
     if (archive_read_open_memory(lv.a, data, len) != ARCHIVE_OK) {
         rc = ARCH_UNREADABLE;
         goto out;

@@ -34,8 +34,11 @@ typedef void (*arch_report_fn)(void *arg, enum arch_event ev, const char *locati
  * Optional: every member header, depth first. depth 1 = a member of the
  * walked archive itself, 2 = of an archive inside it...; name is the full
  * member path (NULL for the content of a lone compressed stream).
+ * declared >= 0: the member was counted by the size its header declares,
+ * not expanded (see "trust" below); whoever expands it later must check
+ * that it does not come out larger. -1: expanded and counted by the walk.
  */
-typedef void (*arch_member_fn)(void *arg, int depth, const char *name);
+typedef void (*arch_member_fn)(void *arg, int depth, const char *name, int64_t declared);
 
 /*
  * One budget per message. Counters only grow; the first limit hit spends
@@ -51,6 +54,19 @@ struct arch_budget {
     int encrypted;       /* encrypted entries seen */
     int64_t peak_buffer; /* most bytes held in nested-archive buffers at once */
     int64_t held;        /* (internal) bytes held now */
+    /*
+     * Trust (all 0 = off, every member is expanded): a zip member read
+     * from memory whose first bytes (inflated alone) are not an archive
+     * is counted by its declared size and skipped, not expanded, while its
+     * declared size is at most trust_file and trust_bytes / trust_files
+     * last. The caller hands the archive to libclamav, which expands such
+     * members anyway, and checks each against its declared size
+     * (arch_member_fn). Both counters are spent as members are trusted.
+     */
+    int64_t trust_file;
+    int64_t trust_bytes;
+    int64_t trust_files;
+    int64_t trusted; /* members counted by declared size */
     arch_report_fn report;
     arch_member_fn member; /* optional, set after arch_budget_init */
     void *arg;

@@ -446,11 +446,20 @@ def test_zip_bomb_limit_and_memory(ctx):
 
 
 def test_hidden_bombs_limit_and_memory(ctx):
-    """Bombs that do not declare their size: a zip whose headers lie, a gzip stream."""
+    """
+    Bombs that do not declare their size: a zip whose headers lie, a gzip
+    stream. The second liar claims 2 MB, more than its 1 MB of deflate data
+    (so not an impossible size): the budget walk counts it by that size and
+    leaves the expanding to libclamav, whose expansion (cut at
+    virus.max_file_size, 25M) gives the lie away (declared_size).
+    """
     with open(su.lying_zip_bomb_file(ctx.path("liar.zip")), "rb") as f:
         liar = f.read()
+    with open(su.lying_zip_bomb_file(ctx.path("liar2m.zip"), claimed=2 << 20), "rb") as f:
+        liar2m = f.read()
     bomb_through_daemon(ctx, [
         ("1 GiB zip bomb claiming 1000 bytes", "liar.zip", "application/zip", liar),
+        ("1 GiB zip bomb claiming 2 MB", "liar2m.zip", "application/zip", liar2m),
         ("1 GiB gzip bomb", "zeros.gz", "application/gzip", su.gzip_bomb()),
     ])
 
@@ -504,8 +513,11 @@ def test_scan_timeout_error_action(ctx):
         rs = h.RawSink(ctx)
         s2 = dict(sc)
         s2["error_action"] = raw(action)
+        # max_file_size above 32M: the budget walk expands the zip itself
+        # (it does not leave the lying member to libclamav), slowly.
         d = su.scanning_daemon(ctx, rs.port, name="d-" + action,
-                               virus={"max_scan_time": raw("1s")}, scan=s2)
+                               virus={"max_scan_time": raw("1s"), "max_file_size": raw("64M")},
+                               scan=s2)
         t0 = time.monotonic()
         tx = su.send(d.port, msg)
         dt = time.monotonic() - t0

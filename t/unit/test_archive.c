@@ -35,6 +35,7 @@ struct rec {
     char members[64][256];
     int member_depth[64];
     int nmembers;
+    int ntrusted; /* members counted by declared size */
 };
 
 static void
@@ -51,9 +52,11 @@ report(void *arg, enum arch_event ev, const char *loc, int64_t value, int64_t li
 }
 
 static void
-member(void *arg, int depth, const char *name)
+member(void *arg, int depth, const char *name, int64_t declared)
 {
     struct rec *r = arg;
+    if (declared >= 0)
+        r->ntrusted++;
     if (r->nmembers < 64) {
         snprintf(r->members[r->nmembers], 256, "%s", name ? name : "(stream)");
         r->member_depth[r->nmembers] = depth;
@@ -195,6 +198,131 @@ test_plain_zip(void **state)
     assert_string_equal(r.members[1], "dir/b.txt");
     assert_int_equal(r.member_depth[1], 1);
     assert_false(b.spent);
+    free(z.p);
+}
+
+/*
+ * Trust: zip members that are not archives are counted by declared size
+ * and skipped; an archive among them is still opened, whatever its name
+ * (photo.jpg here), and so is an empty member. The totals are those of
+ * expanding everything; the trust counters are spent as members are
+ * trusted, and a member above trust_file is expanded.
+ */
+static void
+test_trust(void **state)
+{
+    (void)state;
+    struct file in[] = {{"x.txt", NULL, 3000, 'x'}, {"y.bin", NULL, 7000, 256},
+                        {"z.txt", "zulu", 4, -1}};
+    struct mem inner = make("zip", NULL, NULL, in, 3);
+    struct file f[] = {{"a.txt", NULL, 5000, 'a'},
+                       {"b.bin", NULL, 20000, 256},
+                       {"photo.jpg", inner.p, inner.len, -1},
+                       {"empty.txt", "", 0, -1},
+                       {"big.bin", NULL, 300000, 256}};
+    struct mem z = make("zip", NULL, NULL, f, 5);
+    struct arch_budget b, ref;
+    struct rec r, rr;
+
+    init(&ref, &defaults, &rr);
+    assert_int_equal(arch_walk(&ref, z.p, z.len, "m.zip"), ARCH_OK);
+    assert_int_equal(rr.ntrusted, 0); /* trust off: the default */
+
+    init(&b, &defaults, &r);
+    b.trust_file = 100000;
+    b.trust_bytes = 1 << 30;
+    b.trust_files = 100;
+    assert_int_equal(arch_walk(&b, z.p, z.len, "m.zip"), ARCH_OK);
+    assert_int_equal(r.nev, 0);
+    /* a.txt, b.bin, x.txt, y.bin, z.txt; not photo.jpg, empty.txt, big.bin. */
+    assert_int_equal(r.ntrusted, 5);
+    assert_int_equal(b.trusted, 5);
+    assert_int_equal(b.trust_files, 95);
+    assert_int_equal(b.trust_bytes, (1 << 30) - (5000 + 20000 + 3000 + 7000 + 4));
+    assert_int_equal(b.max_depth, 2);
+    assert_int_equal(b.files, ref.files);
+    assert_int_equal(b.files, 8);
+    assert_int_equal(b.total, ref.total);
+    assert_int_equal(r.nmembers, 8);
+    assert_string_equal(r.members[2], "photo.jpg");
+    assert_string_equal(r.members[3], "x.txt");
+    assert_int_equal(r.member_depth[3], 2);
+
+    /* Counters run out: the rest is expanded. */
+    init(&b, &defaults, &r);
+    b.trust_file = 100000;
+    b.trust_bytes = 6000;
+    b.trust_files = 100;
+    assert_int_equal(arch_walk(&b, z.p, z.len, "m.zip"), ARCH_OK);
+    assert_int_equal(r.ntrusted, 2); /* a.txt (5000), then only z.txt (4) fits */
+    assert_int_equal(b.total, ref.total);
+
+    /* A declared size over file_size is still a hit without expanding. */
+    init(&b, &(struct arch_limits){8, 1000, 100000, 500 << 20, 250}, &r);
+    b.trust_file = 1 << 20;
+    b.trust_bytes = 1 << 30;
+    b.trust_files = 100;
+    assert_int_equal(arch_walk(&b, z.p, z.len, "m.zip"), ARCH_STOPPED);
+    assert_int_equal(r.nev, 1);
+    assert_int_equal(r.ev[0].ev, ARCH_EV_FILE_SIZE);
+    assert_string_equal(r.ev[0].loc, "m.zip/big.bin");
+    free(z.p);
+    free(inner.p);
+}
+
+/* Set the uncompressed size of every entry of zip z (local and central headers; libarchive
+ * writes a data descriptor too, which readers of the central directory do not look at). */
+static void
+zip_patch_size(struct mem *z, uint32_t size)
+{
+    for (size_t i = 0; i + 46 <= z->len; i++) {
+        unsigned char *p = z->p + i;
+        if (p[0] != 'P' || p[1] != 'K')
+            continue;
+        size_t at = p[2] == 3 && p[3] == 4 ? 22 : p[2] == 1 && p[3] == 2 ? 24 : 0;
+        if (at == 0)
+            continue;
+        for (int k = 0; k < 4; k++)
+            p[at + k] = (unsigned char)(size >> (8 * k));
+    }
+}
+
+/*
+ * A header that declares fewer bytes than its own deflate data could
+ * ever make is not trusted: the walk reads the member (libarchive finds
+ * it broken here) instead of counting the declared size.
+ */
+static void
+test_trust_impossible_size(void **state)
+{
+    (void)state;
+    struct file f[] = {{"noise.bin", NULL, 5000, 256}};
+    struct mem z = make("zip", NULL, NULL, f, 1);
+    struct arch_budget b;
+    struct rec r;
+
+    zip_patch_size(&z, 100);
+    init(&b, &defaults, &r);
+    b.trust_file = 1 << 20;
+    b.trust_bytes = 1 << 30;
+    b.trust_files = 100;
+    arch_walk(&b, z.p, z.len, "n.zip");
+    assert_int_equal(r.ntrusted, 0);
+    assert_int_not_equal(b.total, 100); /* not counted by the declared size */
+
+    /* Sizes declared honestly are trusted; the ratio counts the skipped
+     * compressed bytes (2 MB of noise is not a bomb). */
+    free(z.p);
+    struct file g[] = {{"noise.bin", NULL, 5000, 256}, {"more.bin", NULL, 2 << 20, 256}};
+    z = make("zip", NULL, NULL, g, 2);
+    init(&b, &defaults, &r);
+    b.trust_file = 4 << 20;
+    b.trust_bytes = 1 << 30;
+    b.trust_files = 100;
+    assert_int_equal(arch_walk(&b, z.p, z.len, "n.zip"), ARCH_OK);
+    assert_int_equal(r.nev, 0);
+    assert_int_equal(r.ntrusted, 2);
+    assert_int_equal(b.total, 5000 + (2 << 20));
     free(z.p);
 }
 
@@ -502,7 +630,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sniff),
-        cmocka_unit_test(test_plain_zip),
+        cmocka_unit_test(test_plain_zip), cmocka_unit_test(test_trust), cmocka_unit_test(test_trust_impossible_size),
         cmocka_unit_test(test_file_size_declared_and_counted),
         cmocka_unit_test(test_files_limit),
         cmocka_unit_test(test_depth),

@@ -144,14 +144,17 @@ struct cbrec {
     int nvirus;
 };
 
-static void
-rec_inspect(void *arg, unsigned level, const char *const *names, const char *type, size_t size)
+static int
+rec_inspect(void *arg, unsigned level, const char *const *names, const char *type, size_t size,
+            int normalized)
 {
     struct cbrec *r = arg;
     (void)type;
     (void)size;
+    (void)normalized;
     if (level > 0 && names[level - 1] && r->n < 16)
         snprintf(r->names[r->n++], 256, "%u:%s", level, names[level - 1]);
+    return 0;
 }
 
 static void
@@ -188,7 +191,7 @@ test_scan(void **state)
     struct sr_engine *e = engine_load(&vc, err, sizeof(err));
     const char *vn = NULL;
     struct cbrec r = {0};
-    struct engine_scan_cb cb = {rec_inspect, rec_virus, &r};
+    struct engine_scan_cb cb = {rec_inspect, rec_virus, NULL, &r};
 
     assert_non_null(e);
     assert_int_equal(

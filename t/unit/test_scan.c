@@ -259,6 +259,85 @@ test_zip_bomb_timing(void **state)
     config_free(c);
 }
 
+/*
+ * A zip member that declares 100,000 bytes and expands to 64 MiB. The walk
+ * counts zip members by declared size and leaves the expanding to
+ * libclamav (once, not twice); libclamav's expansion tells the lie. Twice
+ * in a row: libclamav's cache of clean objects must not hide it the second
+ * time. With trust off (virus.max_file_size above 32M) the walk expands it
+ * itself and the compression ratio stops it.
+ */
+static void
+test_lying_zip(void **state)
+{
+    (void)state;
+    struct sr_config *c = conf(NULL, NULL);
+    struct scan_result r;
+    size_t len;
+    char *msg = slurp("ziplie.eml", &len);
+
+    for (int round = 0; round < 2; round++) {
+        double t0 = now();
+        assert_int_equal(scan_message(engine, c, msg, len, 1, &r), 0);
+        assert_int_equal(r.kind, SCAN_LIMIT);
+        assert_int_equal(r.action, SR_ACTION_QUARANTINE); /* file_size_action */
+        const struct scan_finding *f = find_kind(&r, SCAN_LIMIT);
+        assert_non_null(f);
+        assert_string_equal(f->name, "declared_size");
+        assert_string_equal(f->location, "lying.zip/notes.txt");
+        assert_int_equal(f->limit, 100000);
+        assert_true(f->value > 100000 && f->value <= 64 << 20);
+        assert_null(find_kind(&r, SCAN_VIRUS));
+        assert_true(now() - t0 < 2.0);
+        scan_result_free(&r);
+    }
+    config_free(c);
+
+    c = conf("max_file_size = 64M", NULL);
+    assert_int_equal(scan_message(engine, c, msg, len, 1, &r), 0);
+    assert_int_equal(r.kind, SCAN_LIMIT);
+    const struct scan_finding *f = find_kind(&r, SCAN_LIMIT);
+    assert_non_null(f);
+    assert_string_equal(f->name, "compression_ratio");
+    scan_result_free(&r);
+    config_free(c);
+    free(msg);
+}
+
+/*
+ * Clean zips: members counted by declared size come to the same total as
+ * expanding them, on a first scan and on a hit in libclamav's cache.
+ */
+static void
+test_zip_declared_sizes(void **state)
+{
+    (void)state;
+    struct sr_config *c = conf(NULL, NULL), *off = conf("max_file_size = 64M", NULL);
+    static const char *const names[] = {"clean-zip200k.eml", "clean-zipzip.eml", "clean-zip.eml"};
+
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        struct scan_result a, b, x;
+        size_t len;
+        char *msg = slurp(names[i], &len);
+        assert_int_equal(scan_message(engine, off, msg, len, 1, &x), 0);
+        assert_int_equal(scan_message(engine, c, msg, len, 1, &a), 0);
+        assert_int_equal(scan_message(engine, c, msg, len, 1, &b), 0);
+        assert_int_equal(x.kind, SCAN_CLEAN);
+        assert_int_equal(a.kind, SCAN_CLEAN);
+        assert_int_equal(b.kind, SCAN_CLEAN);
+        assert_true(x.expanded > (int64_t)len / 2);
+        assert_int_equal(a.expanded, x.expanded);
+        assert_int_equal(b.expanded, x.expanded);
+        assert_int_equal(a.archive_files, x.archive_files);
+        scan_result_free(&a);
+        scan_result_free(&b);
+        scan_result_free(&x);
+        free(msg);
+    }
+    config_free(c);
+    config_free(off);
+}
+
 /* The same through `scanrelay scan`, engine load included. */
 static void
 test_cli(void **state)
@@ -553,7 +632,8 @@ main(void)
         cmocka_unit_test(test_virus_actions), cmocka_unit_test(test_zip_bomb_timing),
         cmocka_unit_test(test_cli),           cmocka_unit_test(test_size_rules),
         cmocka_unit_test(test_mime_limits),   cmocka_unit_test(test_fd_and_pipe),
-        cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_threads),       cmocka_unit_test(test_lying_zip),
+        cmocka_unit_test(test_zip_declared_sizes),
     };
     if (getenv("TEST_FILTER"))
         cmocka_set_test_filter(getenv("TEST_FILTER"));

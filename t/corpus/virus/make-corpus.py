@@ -203,6 +203,21 @@ def gz_bomb():
     return b"".join(out)
 
 
+def lying_zip(name, declared, size):
+    """One deflated member of size zeros whose headers declare `declared` bytes."""
+    data = bytes(size)
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    comp = c.compress(data) + c.flush()
+    crc = zlib.crc32(data)
+    nm = name.encode()
+    local = struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, 0x21, crc, len(comp), declared,
+                        len(nm), 0) + nm
+    central = struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, 8, 0, 0x21, crc, len(comp),
+                          declared, len(nm), 0, 0, 0, 0, 0, 0) + nm
+    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 1, 1, len(central), len(local) + len(comp), 0)
+    return local + comp + central + end
+
+
 def build(outdir):
     os.makedirs(outdir, exist_ok=True)
     manifest = []
@@ -251,6 +266,12 @@ def build(outdir):
                                    encrypted_zip([("payload.exe", EICAR + b" padding" * 8)]))]))
     put("zipbomb.eml", "limit", "bomb.zip/zeros.bin",
         message("zip bomb", [("application/zip", "bomb.zip", "base64", zip_bomb())]))
+    # Declares 100,000 bytes (more than its ~65 KB of deflate data: not
+    # impossible), expands to 64 MiB: caught when expanded (by libclamav).
+    put("ziplie.eml", "limit", "lying.zip/notes.txt",
+        message("zip member larger than declared", [
+            ("application/zip", "lying.zip", "base64",
+             lying_zip("notes.txt", 100000, 64 << 20))]))
     put("gzbomb.eml", "limit", "zeros.gz",
         message("gzip bomb", [("application/gzip", "zeros.gz", "base64", gz_bomb())]))
 
