@@ -507,6 +507,14 @@ main(int argc, char **argv)
         usage();
 
     /*
+     * With TZ unset, glibc's tzset() (libclamav calls mktime() in every
+     * scan) stats /etc/localtime each time; with it set, once. A changed
+     * time zone then needs a restart, as in Postfix.
+     */
+    if (getenv("TZ") == NULL)
+        setenv("TZ", ":/etc/localtime", 0);
+
+    /*
      * Configuration.
      */
     d->cfg = config_load(config_path, config_explicit, err, sizeof(err));

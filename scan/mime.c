@@ -127,7 +127,14 @@ parse_budget(const unsigned char *raw, size_t len, long cap, int *capped)
         }
         if (nl == NULL)
             break;
-        p = nl + 1;
+        /* Only a line that starts with "--" can count: jump to the next one
+         * (by its '-': base64 bodies have none, memchr skips them fast). */
+        for (p = nl + 1; p < end; p++) {
+            if ((p = memchr(p, '-', (size_t)(end - p))) == NULL)
+                return len;
+            if (p[-1] == '\n' && p + 1 < end && p[1] == '-')
+                break;
+        }
     }
     return len;
 }
@@ -569,6 +576,11 @@ obuf_reserve(struct obuf *o, size_t more)
 #define B64_PAD 0x41
 #define B64_BAD 0xFF
 static unsigned char b64_rank[256];
+/* The rank of a character already shifted into place for each of the four
+ * positions of a group; B64_NOT (any character outside the alphabet) does
+ * not fit in 24 bits. */
+#define B64_NOT 0x80000000u
+static uint32_t b64_at[4][256];
 
 static void
 b64_rank_init(void)
@@ -581,6 +593,9 @@ b64_rank_init(void)
         b64_rank[(unsigned char)alpha[i]] = (unsigned char)i;
     b64_rank['\r'] = b64_rank['\n'] = b64_rank[' '] = b64_rank['\t'] = B64_WS;
     b64_rank['='] = B64_PAD;
+    for (int c = 0; c < 256; c++)
+        for (int k = 0; k < 4; k++)
+            b64_at[k][c] = b64_rank[c] < 64 ? (uint32_t)b64_rank[c] << (18 - 6 * k) : B64_NOT;
 }
 
 static int
@@ -601,10 +616,10 @@ base64_decode_strict(const unsigned char *p, size_t len, struct obuf *o)
         if (n == 0 && pad == 0) {
             /* The common case: whole groups of four alphabet characters. */
             while (i + 4 <= len) {
-                unsigned a = r[p[i]], b = r[p[i + 1]], c = r[p[i + 2]], d = r[p[i + 3]];
-                if ((a | b | c | d) & 0xC0)
+                uint32_t v = b64_at[0][p[i]] | b64_at[1][p[i + 1]] | b64_at[2][p[i + 2]] |
+                             b64_at[3][p[i + 3]];
+                if (v & B64_NOT)
                     break;
-                uint32_t v = a << 18 | b << 12 | c << 6 | d;
                 out[0] = (unsigned char)(v >> 16);
                 out[1] = (unsigned char)(v >> 8);
                 out[2] = (unsigned char)v;
