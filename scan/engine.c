@@ -52,7 +52,13 @@ struct sr_engine {
     atomic_int refs;
     unsigned sigs;
     uint64_t gen;
+    /* Clean objects (see engine_clean_cached): SHA-256 digests, one per
+     * slot chosen by the digest itself; a newer digest takes the slot. */
+    pthread_mutex_t cache_mu;
+    unsigned char (*cache)[ENGINE_DIGEST_LEN];
 };
+
+#define CLEAN_CACHE_SLOTS 8192
 
 static atomic_uint_fast64_t engine_gen_next = 1;
 
@@ -263,6 +269,8 @@ engine_load(const struct sr_config_virus *vc, char *err, size_t errlen)
         goto bad;
     }
     e->cl = cl;
+    e->cache = calloc(CLEAN_CACHE_SLOTS, ENGINE_DIGEST_LEN);
+    pthread_mutex_init(&e->cache_mu, NULL);
     atomic_init(&e->refs, 1);
     e->sigs = sigs;
     e->gen = atomic_fetch_add(&engine_gen_next, 1);
@@ -287,8 +295,51 @@ engine_unref(struct sr_engine *e)
         return;
     if (atomic_fetch_sub_explicit(&e->refs, 1, memory_order_acq_rel) == 1) {
         cl_engine_free(e->cl);
+        pthread_mutex_destroy(&e->cache_mu);
+        free(e->cache);
         free(e);
     }
+}
+
+int
+engine_digest(const void *data, size_t len, unsigned char out[ENGINE_DIGEST_LEN])
+{
+    static const char empty[1];
+    unsigned int olen = ENGINE_DIGEST_LEN;
+
+    if (cl_hash_data("sha256", len ? data : empty, len, out, &olen) == NULL ||
+        olen != ENGINE_DIGEST_LEN)
+        return -1;
+    return 0;
+}
+
+static size_t
+cache_slot(const unsigned char d[ENGINE_DIGEST_LEN])
+{
+    return ((size_t)d[0] | (size_t)d[1] << 8 | (size_t)d[2] << 16) % CLEAN_CACHE_SLOTS;
+}
+
+int
+engine_clean_cached(struct sr_engine *e, const unsigned char d[ENGINE_DIGEST_LEN])
+{
+    int hit;
+
+    if (e->cache == NULL)
+        return 0;
+    pthread_mutex_lock(&e->cache_mu);
+    hit = memcmp(e->cache[cache_slot(d)], d, ENGINE_DIGEST_LEN) == 0;
+    pthread_mutex_unlock(&e->cache_mu);
+    return hit;
+}
+
+void
+engine_clean_remember(struct sr_engine *e, const unsigned char d[ENGINE_DIGEST_LEN])
+{
+    if (e->cache == NULL)
+        return;
+    pthread_mutex_lock(&e->cache_mu);
+    memcpy(e->cache[cache_slot(d)], d, ENGINE_DIGEST_LEN);
+    pthread_mutex_unlock(&e->cache_mu);
 }
 
 unsigned

@@ -24,6 +24,18 @@ int engine_global_init(char *err, size_t errlen);
  */
 struct sr_engine *engine_load(const struct sr_config_virus *vc, char *err, size_t errlen);
 struct sr_engine *engine_ref(struct sr_engine *e);
+
+/*
+ * Objects this engine found clean, by SHA-256 of their bytes: a scan of
+ * the same bytes again (the same attachment in many messages) need not
+ * go through libclamav. The cache belongs to the engine, so a signature
+ * reload (a new engine) starts it empty. Bounded: 8192 digests, 256 KiB.
+ * engine_digest: 0, or -1 if hashing failed.
+ */
+#define ENGINE_DIGEST_LEN 32
+int engine_digest(const void *data, size_t len, unsigned char out[ENGINE_DIGEST_LEN]);
+int engine_clean_cached(struct sr_engine *e, const unsigned char d[ENGINE_DIGEST_LEN]);
+void engine_clean_remember(struct sr_engine *e, const unsigned char d[ENGINE_DIGEST_LEN]);
 void engine_unref(struct sr_engine *e);
 
 /* libclamav version ("1.4.6"), signatures loaded, load generation (1, 2, ...). */

@@ -84,6 +84,7 @@ struct state {
     int clam_fresh;     /* libclamav scanned the part (not a hit in its clean cache) */
     int part_lied;      /* a member came out larger than declared */
     int rewalk;         /* the walk runs again without trust: encrypted is known */
+    int part_partial;   /* libclamav stopped short of the whole part (a limit of its own) */
 };
 
 static const char *const kind_names[] = {"clean", "error", "limit", "encrypted", "virus"};
@@ -400,6 +401,7 @@ found(struct state *st, const char *virname, int with_chain)
     if (st->part_lied && strncmp(virname, ENGINE_BLOCKED, strlen(ENGINE_BLOCKED)) == 0)
         return; /* our own block of a member that lied: found already */
     if (strncmp(virname, "Heuristics.Limits.Exceeded.", 27) == 0) {
+        st->part_partial = 1;
         /* libclamav stopped short: a timeout is a scan error; its other
          * limits (file size, recursion...) are ours to judge by the size
          * rules, so they are not findings of their own. */
@@ -528,7 +530,7 @@ part_cb(void *arg, const struct mime_part_info *pi)
     st->part_encrypted = 0;
 
     /* Size rules and the archive budget, then libclamav. */
-    size_t before = r->nfindings;
+    size_t before = r->nfindings, dropped = r->findings_dropped;
     arch_account_file(&st->budget, (int64_t)pi->len, base);
     struct arch_budget saved = st->budget;
     int archive = !st->budget.spent && arch_sniff(pi->data, pi->len);
@@ -550,9 +552,27 @@ part_cb(void *arg, const struct mime_part_info *pi)
             bomb = 1;
     st->part_lied = 0;
     if (!bomb) {
-        clam_scan(st, pi->data, pi->len, pi->filename);
+        /*
+         * The same bytes found clean by this engine before (the engine's
+         * cache) are not scanned again: as with libclamav's own cache of
+         * clean objects, a hit vouches for members counted by declared
+         * size. Only a part with no finding at all, scanned whole, goes
+         * into the cache.
+         */
+        unsigned char digest[ENGINE_DIGEST_LEN];
+        int digested = engine_digest(pi->data, pi->len, digest) == 0;
+        if (digested && engine_clean_cached(st->e, digest)) {
+            st->clam_fresh = 0;
+            st->res->cache_hits++;
+        } else {
+            st->part_partial = 0;
+            clam_scan(st, pi->data, pi->len, pi->filename);
+        }
         if (archive && unconfirmed(st, before))
             rewalk(st, &saved, pi, base);
+        if (digested && r->nfindings == before && r->findings_dropped == dropped &&
+            !st->part_partial && !st->oom && !past_deadline(st))
+            engine_clean_remember(st->e, digest);
     }
     members_clear(st);
     if (past_deadline(st) && !st->timed_out) {

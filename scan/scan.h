@@ -81,7 +81,8 @@ struct scan_result {
     int64_t archive_depth;       /* deepest archive opened */
     int64_t archive_peak_buffer; /* most bytes held for nested archives */
     uint64_t engine_generation;
-    double elapsed; /* seconds */
+    unsigned cache_hits; /* parts found clean before by the same engine, not rescanned */
+    double elapsed;      /* seconds */
     /* Decoded (UTF-8) header fields, for the message log and the quarantine index;
      * NULL when the message did not parse. */
     char *subject;

@@ -338,6 +338,54 @@ test_zip_declared_sizes(void **state)
     config_free(off);
 }
 
+/*
+ * The engine's cache of clean objects: the second scan of a clean message
+ * answers its parts from the cache with the same verdict and totals; a
+ * part with a finding is never cached; a new engine starts empty.
+ */
+static void
+test_clean_cache(void **state)
+{
+    (void)state;
+    struct sr_config *c = conf(NULL, NULL);
+    char err[512];
+    struct sr_engine *e = engine_load(&c->virus, err, sizeof(err));
+    struct scan_result a, b;
+    size_t len, vlen;
+    char *msg = slurp("clean-zip200k.eml", &len), *virus = slurp("eicar-zip.eml", &vlen);
+
+    assert_non_null(e);
+    assert_int_equal(scan_message(e, c, msg, len, 1, &a), 0);
+    assert_int_equal(scan_message(e, c, msg, len, 1, &b), 0);
+    assert_int_equal(a.kind, SCAN_CLEAN);
+    assert_int_equal(b.kind, SCAN_CLEAN);
+    assert_int_equal(a.cache_hits, 0);
+    assert_int_equal(b.cache_hits, b.nparts);
+    assert_true(b.nparts >= 2);
+    assert_int_equal(b.expanded, a.expanded);
+    assert_int_equal(b.archive_files, a.archive_files);
+    scan_result_free(&a);
+    scan_result_free(&b);
+
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(scan_message(e, c, virus, vlen, 1, &a), 0);
+        assert_int_equal(a.kind, SCAN_VIRUS);
+        assert_true(a.cache_hits < a.nparts);
+        scan_result_free(&a);
+    }
+    engine_unref(e);
+
+    e = engine_load(&c->virus, err, sizeof(err));
+    assert_non_null(e);
+    assert_int_equal(scan_message(e, c, msg, len, 1, &a), 0);
+    assert_int_equal(a.cache_hits, 0);
+    scan_result_free(&a);
+    engine_unref(e);
+    free(msg);
+    free(virus);
+    config_free(c);
+}
+
 /* The same through `scanrelay scan`, engine load included. */
 static void
 test_cli(void **state)
@@ -633,7 +681,7 @@ main(void)
         cmocka_unit_test(test_cli),           cmocka_unit_test(test_size_rules),
         cmocka_unit_test(test_mime_limits),   cmocka_unit_test(test_fd_and_pipe),
         cmocka_unit_test(test_threads),       cmocka_unit_test(test_lying_zip),
-        cmocka_unit_test(test_zip_declared_sizes),
+        cmocka_unit_test(test_zip_declared_sizes), cmocka_unit_test(test_clean_cache),
     };
     if (getenv("TEST_FILTER"))
         cmocka_set_test_filter(getenv("TEST_FILTER"));
