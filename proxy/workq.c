@@ -36,6 +36,8 @@ static void *
 worker(void *arg)
 {
     struct workq *wq = arg;
+
+    pthread_setname_np(pthread_self(), "sr-work"); /* top -H, ps -L */
     for (;;) {
         pthread_mutex_lock(&wq->mu);
         while (!wq->stop && wq->head == NULL)

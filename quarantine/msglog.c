@@ -542,6 +542,8 @@ writer_main(void *arg)
     struct msglog *log = arg;
     time_t next_purge = time(NULL);
 
+    pthread_setname_np(pthread_self(), "sr-msglog"); /* top -H, ps -L */
+
     pthread_mutex_lock(&log->qmu);
     for (;;) {
         /* Wait for rows (or the next purge). */

@@ -1333,6 +1333,8 @@ static void *
 purger_main(void *arg)
 {
     struct qstore *qs = arg;
+
+    pthread_setname_np(pthread_self(), "sr-purge"); /* top -H, ps -L */
     pthread_mutex_lock(&qs->pmu);
     while (!qs->purger_stop) {
         int64_t ret = qs->p_retention, quota = qs->p_quota;

@@ -583,6 +583,8 @@ reload_main(void *arg)
 {
     struct engine_holder *h = arg;
 
+    pthread_setname_np(pthread_self(), "sr-reload"); /* top -H, ps -L */
+
     for (;;) {
         struct sr_config_virus vc = {0};
         struct sr_engine *e, *old = NULL;

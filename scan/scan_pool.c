@@ -91,6 +91,8 @@ worker_main(void *arg)
 {
     struct scan_pool *p = arg;
 
+    pthread_setname_np(pthread_self(), "sr-scan"); /* top -H, ps -L */
+
     for (;;) {
         struct scan_job *job;
         int wake;
