@@ -27,9 +27,10 @@
  * itself is counted by its declared size and skipped, and the caller
  * checks libclamav's expansion of it against that size (scan.c). Whether
  * it is an archive is told by its first 512 bytes, inflated alone from
- * its local header (zlib). Otherwise bytes are counted as they come out. The ratio limit compares an archive's expanded bytes
- * with the compressed bytes consumed so far, once ARCH_RATIO_FLOOR bytes
- * came out (small, very compressible files are normal).
+ * its local header (zlib). Otherwise bytes are counted as they come out.
+ * The ratio limit compares an archive's expanded bytes with the
+ * compressed bytes consumed so far, once ARCH_RATIO_FLOOR bytes came out
+ * (small, very compressible files are normal).
  *
  * Only formats that are read without touching the file system or running
  * programs are enabled (no mtree, no external decompressors).
@@ -501,7 +502,7 @@ zip_member_head(struct level *lv, int64_t size, unsigned char *out, size_t want,
     *end = off + csize;
     switch (le16(lh + 8)) {
     case 0: /* stored */
-        if (avail < want || (csize >= 0 && csize != size))
+        if (avail < want || csize != size)
             return -1;
         memcpy(out, data, want);
         return (long)want;
