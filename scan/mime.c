@@ -571,44 +571,37 @@ obuf_reserve(struct obuf *o, size_t more)
  * padding only at the end) straight into o, four characters at a time.
  * Returns 0 decoded, 1 malformed (o is left as it was: the caller then
  * decodes the way GMime does, leniently, and marks the part), -1 no memory.
+ * The value of a character already shifted into place for each of the
+ * four positions of a group; B64_NOT (not in the alphabet) does not fit
+ * in 24 bits.
  */
-#define B64_WS 0x40
-#define B64_PAD 0x41
-#define B64_BAD 0xFF
-static unsigned char b64_rank[256];
-/* The rank of a character already shifted into place for each of the four
- * positions of a group; B64_NOT (any character outside the alphabet) does
- * not fit in 24 bits. */
 #define B64_NOT 0x80000000u
 static uint32_t b64_at[4][256];
 
 static void
-b64_rank_init(void)
+b64_init(void)
 {
     static const char alpha[] =
         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-    memset(b64_rank, B64_BAD, sizeof(b64_rank));
-    for (int i = 0; i < 64; i++)
-        b64_rank[(unsigned char)alpha[i]] = (unsigned char)i;
-    b64_rank['\r'] = b64_rank['\n'] = b64_rank[' '] = b64_rank['\t'] = B64_WS;
-    b64_rank['='] = B64_PAD;
     for (int c = 0; c < 256; c++)
         for (int k = 0; k < 4; k++)
-            b64_at[k][c] = b64_rank[c] < 64 ? (uint32_t)b64_rank[c] << (18 - 6 * k) : B64_NOT;
+            b64_at[k][c] = B64_NOT;
+    for (int i = 0; i < 64; i++)
+        for (int k = 0; k < 4; k++)
+            b64_at[k][(unsigned char)alpha[i]] = (uint32_t)i << (18 - 6 * k);
 }
 
 static int
 base64_decode_strict(const unsigned char *p, size_t len, struct obuf *o)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
-    const unsigned char *r = b64_rank;
     unsigned char *out;
     uint32_t acc = 0;
     size_t i = 0;
     int n = 0, pad = 0;
 
-    pthread_once(&once, b64_rank_init);
+    pthread_once(&once, b64_init);
     if (obuf_reserve(o, len / 4 * 3 + 3) < 0)
         return -1;
     out = o->p + o->len;
@@ -616,24 +609,26 @@ base64_decode_strict(const unsigned char *p, size_t len, struct obuf *o)
         if (n == 0 && pad == 0) {
             /* The common case: whole groups of four alphabet characters. */
             while (i + 4 <= len) {
-                uint32_t v = b64_at[0][p[i]] | b64_at[1][p[i + 1]] | b64_at[2][p[i + 2]] |
-                             b64_at[3][p[i + 3]];
-                if (v & B64_NOT)
+                acc = b64_at[0][p[i]] | b64_at[1][p[i + 1]] | b64_at[2][p[i + 2]] |
+                      b64_at[3][p[i + 3]];
+                if (acc & B64_NOT)
                     break;
-                out[0] = (unsigned char)(v >> 16);
-                out[1] = (unsigned char)(v >> 8);
-                out[2] = (unsigned char)v;
+                out[0] = (unsigned char)(acc >> 16);
+                out[1] = (unsigned char)(acc >> 8);
+                out[2] = (unsigned char)acc;
                 out += 3;
                 i += 4;
             }
+            acc = 0;
             if (i >= len)
                 break;
         }
-        unsigned t = r[p[i++]];
-        if (t < 64) {
+        unsigned char c = p[i++];
+        uint32_t v = b64_at[n][c];
+        if (v != B64_NOT) {
             if (pad > 0) /* data after padding */
                 return 1;
-            acc = acc << 6 | t;
+            acc |= v;
             if (++n == 4) {
                 out[0] = (unsigned char)(acc >> 16);
                 out[1] = (unsigned char)(acc >> 8);
@@ -642,21 +637,19 @@ base64_decode_strict(const unsigned char *p, size_t len, struct obuf *o)
                 n = 0;
                 acc = 0;
             }
-        } else if (t == B64_PAD) {
+        } else if (c == '=') {
             pad++;
-        } else if (t != B64_WS) {
+        } else if (c != '\r' && c != '\n' && c != ' ' && c != '\t') {
             return 1;
         }
     }
     /* What is left: nothing, or two or three characters with their padding. */
-    if (n == 0 && pad == 0) {
-        ;
-    } else if (n == 2 && pad == 2) {
-        *out++ = (unsigned char)(acc >> 4);
+    if (n == 2 && pad == 2) {
+        *out++ = (unsigned char)(acc >> 16);
     } else if (n == 3 && pad == 1) {
-        *out++ = (unsigned char)(acc >> 10);
-        *out++ = (unsigned char)(acc >> 2);
-    } else {
+        *out++ = (unsigned char)(acc >> 16);
+        *out++ = (unsigned char)(acc >> 8);
+    } else if (n != 0 || pad != 0) {
         return 1;
     }
     o->len = (size_t)(out - o->p);
