@@ -532,6 +532,8 @@ part_cb(void *arg, const struct mime_part_info *pi)
     /* Size rules and the archive budget, then libclamav. */
     size_t before = r->nfindings, dropped = r->findings_dropped;
     arch_account_file(&st->budget, (int64_t)pi->len, base);
+    st->budget.trusted = 0; /* this part's members only */
+    st->budget.trust_file = 0;
     struct arch_budget saved = st->budget;
     int archive = !st->budget.spent && arch_sniff(pi->data, pi->len);
     if (archive) {
@@ -551,6 +553,7 @@ part_cb(void *arg, const struct mime_part_info *pi)
              strcmp(r->findings[i].name, "total_size") == 0))
             bomb = 1;
     st->part_lied = 0;
+    st->part_partial = 0;
     if (!bomb) {
         /*
          * The same bytes found clean by this engine before (the engine's
@@ -565,7 +568,6 @@ part_cb(void *arg, const struct mime_part_info *pi)
             st->clam_fresh = 0;
             st->res->cache_hits++;
         } else {
-            st->part_partial = 0;
             clam_scan(st, pi->data, pi->len, pi->filename);
         }
         if (archive && unconfirmed(st, before))
@@ -590,8 +592,8 @@ part_cb(void *arg, const struct mime_part_info *pi)
  * must get to every one: trust no member larger than libclamav expands
  * (virus.max_file_size), and stay well inside what one libclamav scan
  * expands in all (max_scan_size, max_files). A lying member costs what
- * libclamav expands of it, max_file_size, in memory: trust is off when
- * that is more than TRUST_MAX_FILE, or unlimited.
+ * libclamav expands of it, max_file_size, in memory: trust stays off (as
+ * part_cb set it) when that is more than TRUST_MAX_FILE, or unlimited.
  */
 #define TRUST_MAX_FILE (32LL << 20)
 
@@ -600,8 +602,6 @@ trust_for_libclamav(struct state *st, int64_t part_len)
 {
     const struct sr_config_virus *vc = &st->cfg->virus;
 
-    st->budget.trusted = 0;
-    st->budget.trust_file = 0;
     if (vc->max_file_size <= 0 || vc->max_file_size > TRUST_MAX_FILE || vc->max_scan_size <= 0 ||
         vc->max_files <= 0)
         return;
@@ -649,8 +649,7 @@ rewalk(struct state *st, const struct arch_budget *saved, const struct mime_part
        const char *base)
 {
     log_debug("scan: %s: libclamav did not expand every member, walked again", base);
-    st->budget = *saved;
-    st->budget.trust_file = 0;
+    st->budget = *saved; /* as before the walk: trust off */
     st->budget.member = NULL;
     st->rewalk = 1;
     if (arch_walk(&st->budget, pi->data, pi->len, base) == ARCH_STOPPED)
