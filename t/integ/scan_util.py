@@ -6,15 +6,16 @@ changed). What it provides:
 
   * SIGS, TESTFILES, CLI, EICAR - the signature set the tests own
     (t/sigs: EICAR as an .ndb body signature, clam.exe's MD5 as .hdb),
-    Debian's clamav-testfiles, the scanrelay command, the EICAR string
-    (assembled here so this file is not flagged itself).
+    Debian's clamav-testfiles, the scanrelay command, the EICAR string.
+  * From t/corpus/virus/corpus_archives.py, shared with the unit tests'
+    corpus: EICAR, zip_of(), targz_of(), encrypted_zip(), gzip_bomb(),
+    uuencode() (here as bytes).
   * copy_sigs(ctx) - a private copy of t/sigs (reload tests change it).
   * scanning_daemon(ctx, relay_port, virus={}, scan={}, **top) - a
     Scanrelayd with scanning on (harness.py's default is off) and the
     test signature set.
   * Message builders: mime_message(), attachment(), text_message(),
-    zip_of(), targz_of(), nested_zip(), encrypted_zip(), zip_bomb_file(),
-    uuencode(), rfc2047().
+    nested_zip(), zip_bomb_file(), lying_zip_bomb_file(), rfc2047().
   * send() / send_many() - one transaction per call on a fresh connection.
   * added_headers(msg) - split the two header lines scanrelayd prepends
     from the rest of a delivered message, and check their form.
@@ -25,7 +26,6 @@ changed). What it provides:
 
 import base64
 import binascii
-import io
 import json
 import os
 import quopri
@@ -34,17 +34,19 @@ import shutil
 import socket
 import struct
 import subprocess
-import tarfile
+import sys
 import time
 import zipfile
-import zlib
 
 import harness as h
+
+sys.path.insert(0, os.path.join(h.SRC, "t", "corpus", "virus"))
+import corpus_archives as ca  # noqa: E402
+from corpus_archives import EICAR, encrypted_zip, targz_of, zip_of  # noqa: E402,F401
 
 SIGS = os.path.join(h.SRC, "t", "sigs")
 TESTFILES = "/usr/share/clamav-testfiles"
 CLI = os.path.join(h.BUILD, "cli", "scanrelay")
-EICAR = (b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$" + b"EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*")
 EICAR_NAME = "Win.Test.EICAR"      # libclamav appends ".UNOFFICIAL"
 CLAMEXE_NAME = "Win.Test.ClamExe"
 BOUNDARY = "=_scanrelay_integ_b0undary"
@@ -101,11 +103,7 @@ def raw(v):
 # ---------------------------------------------------------------- messages
 
 def uuencode(data, name):
-    lines = ["begin 644 %s" % name]
-    for i in range(0, len(data), 45):
-        lines.append(binascii.b2a_uu(data[i:i + 45]).decode().rstrip("\n"))
-    lines += ["`", "end"]
-    return "\r\n".join(lines).encode()
+    return ca.uuencode(data, name).encode()
 
 
 def encode_body(data, enc, name="file"):
@@ -157,25 +155,6 @@ def text_message(body, subject="test", extra_headers=""):
             % (subject, os.getpid(), time.time(), extra_headers)).encode() + body
 
 
-def zip_of(members, method=zipfile.ZIP_DEFLATED):
-    b = io.BytesIO()
-    with zipfile.ZipFile(b, "w", method) as z:
-        for name, data in members:
-            z.writestr(name, data)
-    return b.getvalue()
-
-
-def targz_of(members):
-    b = io.BytesIO()
-    with tarfile.open(fileobj=b, mode="w:gz") as t:
-        for name, data in members:
-            ti = tarfile.TarInfo(name)
-            ti.size = len(data)
-            ti.mtime = 1700000000
-            t.addfile(ti, io.BytesIO(data))
-    return b.getvalue()
-
-
 def nested_zip(data, name, depth):
     """data as name inside depth zips: level0.zip/docs/level1.zip/.../docs/name."""
     path = name
@@ -184,50 +163,6 @@ def nested_zip(data, name, depth):
         name = "level%d.zip" % (depth - 1 - i)
     loc = "/docs/".join("level%d.zip" % i for i in range(depth)) + "/docs/" + path
     return data, name, loc
-
-
-def _crc_byte(crc, b):
-    return zlib.crc32(bytes([b]), crc ^ 0xFFFFFFFF) ^ 0xFFFFFFFF
-
-
-class _ZipCrypto:
-    def __init__(self, password):
-        self.k = [0x12345678, 0x23456789, 0x34567890]
-        for c in password:
-            self.update(c)
-
-    def update(self, c):
-        k = self.k
-        k[0] = _crc_byte(k[0], c)
-        k[1] = (k[1] + (k[0] & 0xFF)) & 0xFFFFFFFF
-        k[1] = (k[1] * 134775813 + 1) & 0xFFFFFFFF
-        k[2] = _crc_byte(k[2], k[1] >> 24)
-
-    def encrypt(self, data):
-        out = bytearray()
-        for p in data:
-            t = (self.k[2] | 2) & 0xFFFF
-            out.append(p ^ (((t * (t ^ 1)) >> 8) & 0xFF))
-            self.update(p)
-        return bytes(out)
-
-
-def encrypted_zip(members, password=b"infected"):
-    """Stored members encrypted with PKWARE ZipCrypto (zipfile reads it, cannot write it)."""
-    body, central = b"", b""
-    for name, data in members:
-        crc = zlib.crc32(data)
-        zc = _ZipCrypto(password)
-        enc = zc.encrypt(os.urandom(11) + bytes([crc >> 24])) + zc.encrypt(data)
-        nm = name.encode()
-        off = len(body)
-        body += struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 1, 0, 0, 0x21, crc, len(enc),
-                            len(data), len(nm), 0) + nm + enc
-        central += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 1, 0, 0, 0x21, crc,
-                               len(enc), len(data), len(nm), 0, 0, 0, 0, 0, off) + nm
-    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(members), len(members), len(central),
-                      len(body), 0)
-    return body + central + end
 
 
 def zip_bomb_file(path, size=1 << 30, member="zeros.bin", zip64=True):
@@ -271,12 +206,7 @@ def lying_zip_bomb_file(path, size=1 << 30, claimed=1000, member="zeros.bin"):
 
 
 def gzip_bomb(size=1 << 30):
-    """A lone gzip stream of size zeros (the trailer's ISIZE is size mod 2^32)."""
-    c = zlib.compressobj(9, zlib.DEFLATED, 31)
-    blk = bytes(1 << 20)
-    out = [c.compress(blk) for _ in range(size >> 20)]
-    out.append(c.flush())
-    return b"".join(out)
+    return ca.gzip_bomb(size)
 
 
 def rfc2047(text, charset, enc="B"):

@@ -5,7 +5,8 @@ clean mail, and each file of Debian's clamav-testfiles as an attachment.
 
 Usage: make-corpus.py OUTDIR
 
-Nothing virus-like is stored in the repository: EICAR is assembled here and
+Nothing virus-like is stored in the repository: EICAR is assembled (in
+corpus_archives.py, shared with the integration tests) and
 the test files are read from /usr/share/clamav-testfiles. Python 3 stdlib
 only (zipfile, tarfile, zlib, lzma, base64, quopri, binascii); the 7z
 archive is written by hand (Copy coder), the encrypted zip too (PKWARE
@@ -14,24 +15,23 @@ ZipCrypto, which zipfile can read but not write).
 OUTDIR/manifest.tsv lists every message: file, expected kind (virus,
 encrypted, limit, clean), and a string the finding's location or name must
 contain ("-" for none). Building is skipped when OUTDIR/.stamp matches this
-script, so tests may call it every run (the bombs take a few seconds).
+script and corpus_archives.py, so tests may call it every run (the bombs
+take a few seconds).
 """
 import base64
-import binascii
 import hashlib
 import io
 import os
 import quopri
 import struct
 import sys
-import tarfile
 import time
 import zipfile
 import zlib
 
+from corpus_archives import EICAR, encrypted_zip, gzip_bomb, targz_of, uuencode, zip_of
+
 TESTFILES = "/usr/share/clamav-testfiles"
-# The EICAR test string, assembled so that this file itself is not flagged.
-EICAR = (b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$" + b"EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*")
 BOMB_SIZE = 1 << 30  # 1 GiB of zeros expanded
 BOUNDARY = "=_scanrelay_corpus_7d1c"
 
@@ -84,33 +84,6 @@ def single(subject, body):
     return hdr.encode() + body.replace(b"\n", b"\r\n")
 
 
-def uuencode(data, name):
-    lines = ["begin 644 %s" % name]
-    for i in range(0, len(data), 45):
-        lines.append(binascii.b2a_uu(data[i:i + 45]).decode().rstrip("\n"))
-    lines += ["`", "end"]
-    return "\r\n".join(lines)
-
-
-def zip_of(members, level=zipfile.ZIP_DEFLATED):
-    b = io.BytesIO()
-    with zipfile.ZipFile(b, "w", level) as z:
-        for name, data in members:
-            z.writestr(name, data)
-    return b.getvalue()
-
-
-def targz_of(members):
-    b = io.BytesIO()
-    with tarfile.open(fileobj=b, mode="w:gz") as t:
-        for name, data in members:
-            ti = tarfile.TarInfo(name)
-            ti.size = len(data)
-            ti.mtime = 1700000000
-            t.addfile(ti, io.BytesIO(data))
-    return b.getvalue()
-
-
 def sevenz_of(name, data):
     """A 7z archive with one file, Copy coder (7z format, hand-written)."""
     def num(v):  # 7z NUMBER, small values only
@@ -139,51 +112,6 @@ def sevenz_of(name, data):
             + data + hdr)
 
 
-def _crc_byte(crc, b):
-    return zlib.crc32(bytes([b]), crc ^ 0xFFFFFFFF) ^ 0xFFFFFFFF
-
-
-class ZipCrypto:
-    def __init__(self, password):
-        self.k = [0x12345678, 0x23456789, 0x34567890]
-        for c in password:
-            self.update(c)
-
-    def update(self, c):
-        k = self.k
-        k[0] = _crc_byte(k[0], c)
-        k[1] = (k[1] + (k[0] & 0xFF)) & 0xFFFFFFFF
-        k[1] = (k[1] * 134775813 + 1) & 0xFFFFFFFF
-        k[2] = _crc_byte(k[2], k[1] >> 24)
-
-    def encrypt(self, data):
-        out = bytearray()
-        for p in data:
-            t = (self.k[2] | 2) & 0xFFFF
-            out.append(p ^ (((t * (t ^ 1)) >> 8) & 0xFF))
-            self.update(p)
-        return bytes(out)
-
-
-def encrypted_zip(members, password=b"infected"):
-    """Stored members encrypted with PKWARE ZipCrypto (general flag bit 0)."""
-    body, central = b"", b""
-    for name, data in members:
-        crc = zlib.crc32(data)
-        zc = ZipCrypto(password)
-        head = os.urandom(11) + bytes([crc >> 24])
-        enc = zc.encrypt(head) + zc.encrypt(data)
-        nm = name.encode()
-        off = len(body)
-        body += struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 1, 0, 0, 0x21, crc, len(enc),
-                            len(data), len(nm), 0) + nm + enc
-        central += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 1, 0, 0, 0x21, crc,
-                               len(enc), len(data), len(nm), 0, 0, 0, 0, 0, off) + nm
-    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(members), len(members), len(central),
-                      len(body), 0)
-    return body + central + end
-
-
 def zip_bomb():
     b = io.BytesIO()
     with zipfile.ZipFile(b, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as z:
@@ -192,15 +120,6 @@ def zip_bomb():
             for _ in range(BOMB_SIZE >> 20):
                 f.write(blk)
     return b.getvalue()
-
-
-def gz_bomb():
-    """A lone gzip stream: no size declared anywhere that a reader trusts."""
-    c = zlib.compressobj(9, zlib.DEFLATED, 31)
-    blk = bytes(1 << 20)
-    out = [c.compress(blk) for _ in range(BOMB_SIZE >> 20)]
-    out.append(c.flush())
-    return b"".join(out)
 
 
 def lying_zip(name, declared, size):
@@ -273,7 +192,7 @@ def build(outdir):
             ("application/zip", "lying.zip", "base64",
              lying_zip("notes.txt", 100000, 64 << 20))]))
     put("gzbomb.eml", "limit", "zeros.gz",
-        message("gzip bomb", [("application/gzip", "zeros.gz", "base64", gz_bomb())]))
+        message("gzip bomb", [("application/gzip", "zeros.gz", "base64", gzip_bomb(BOMB_SIZE))]))
 
     # Benchmark material: a ~200 KB zip of mixed text, and the same zip in a zip.
     rnd = hashlib.sha256(b"scanrelay").digest()
@@ -315,7 +234,8 @@ def main():
         sys.stderr.write(__doc__)
         return 2
     outdir = sys.argv[1]
-    me = open(__file__, "rb").read()
+    me = b"".join(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), f), "rb").read()
+                  for f in ("make-corpus.py", "corpus_archives.py"))
     stamp = hashlib.sha256(me).hexdigest() + " " + str(len(os.listdir(TESTFILES))
                                                         if os.path.isdir(TESTFILES) else 0)
     sp = os.path.join(outdir, ".stamp")
