@@ -56,14 +56,15 @@ struct smtpd_session {
     int port;
     double t_begin;
     struct msg_tx *tx;   /* in flight, or NULL */
-    struct event *deadline_ev; /* smtpd_command_deadline / smtpd_min_data_rate */
-    double cmd_start;          /* the current command line's deadline counts from here */
-    double data_start;         /* the 354 of the current DATA */
-    size_t seen_ncommands;     /* proto.ncommands when cmd_start was set */
-    enum smtpd_state seen_state;
     int closing;         /* close once output is flushed */
     int in_callback;     /* our code is on the stack: defer free */
     int dead;            /* free at the end of the current callback */
+    /* Deadlines (smtpd_command_deadline, smtpd_min_data_rate). */
+    struct event *deadline_ev;
+    double cmd_start;            /* the current command line's deadline counts from here */
+    double data_start;           /* the 354 of the current DATA */
+    size_t seen_ncommands;       /* proto.ncommands when cmd_start was set */
+    enum smtpd_state seen_state; /* proto.state then */
     struct smtpd_session *next, *prev;
 };
 
@@ -244,8 +245,8 @@ deadline_update(struct smtpd_session *s)
         s->seen_ncommands = s->proto.ncommands;
         s->seen_state = st;
     }
-    if (c->smtpd_command_deadline <= 0 || s->closing || st == SMTPD_S_WAIT ||
-        st == SMTPD_S_QUIT || (st == SMTPD_S_DATA && c->smtpd_min_data_rate <= 0)) {
+    if (c->smtpd_command_deadline <= 0 || s->closing || st == SMTPD_S_WAIT || st == SMTPD_S_QUIT ||
+        (st == SMTPD_S_DATA && c->smtpd_min_data_rate <= 0)) {
         evtimer_del(s->deadline_ev);
         return;
     }

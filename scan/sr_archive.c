@@ -273,7 +273,8 @@ cpio_header(struct cpio_guard *g)
         break;
     default: { /* binary: 16-bit words in the archive's byte order */
         int le = g->fmt == CPIO_BIN_LE;
-#define W(o) (le ? (int64_t)h[o] | (int64_t)h[(o) + 1] << 8 : (int64_t)h[o] << 8 | (int64_t)h[(o) + 1])
+#define W(o)                                                                                       \
+    (le ? (int64_t)h[o] | (int64_t)h[(o) + 1] << 8 : (int64_t)h[o] << 8 | (int64_t)h[(o) + 1])
         mode = W(6);
         namesize = W(20);
         filesize = W(22) << 16 | W(24);

@@ -237,6 +237,9 @@ struct dialogue {
 
 #define NULIN "EHLO c\r\n\r\nNO\0OP\r\nNOOP\r\nQUIT\r\n"
 
+#define SIZE_HUGE "SIZE=123456789012345678901234567890"
+#define BAD_SIZE "555 5.5.4 Unsupported option: SIZE\r\n"
+
 static struct dialogue dialogues[] = {
     {.name = "quit", .in = "QUIT\r\n", .out = GREETING BYE, .events = "C"},
     {.name = "quit stops input",
@@ -343,8 +346,6 @@ static struct dialogue dialogues[] = {
      * beyond int64 is "too big" (552, not an error). max_errors 3: the third
      * 555 ends the session, so each one must be counted.
      */
-#define SIZE_HUGE "SIZE=123456789012345678901234567890"
-#define BAD_SIZE "555 5.5.4 Unsupported option: SIZE\r\n"
     {.name = "MAIL SIZE without '=' or value: 555, counted",
      .in = "EHLO c\r\nMAIL FROM:<a@x> " SIZE_HUGE "\r\nMAIL FROM:<a@x> SIZE 123\r\n"
            "MAIL FROM:<a@x> " SIZE_HUGE "\r\nMAIL FROM:<a@x> SIZE\r\n"
