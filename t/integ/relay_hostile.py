@@ -85,20 +85,24 @@ def settle(pred, timeout, what):
     return wait_for(pred, timeout, what, interval=0.2)
 
 
-def conns_to(port):
-    """Established TCP connections to 127.0.0.1:port (from /proc/net/tcp)."""
+def tcp_conns(port, local):
+    """TCP connections (from /proc/net/tcp) whose local (or remote) port is
+    port, in states ESTABLISHED or CLOSE_WAIT: sockets someone still holds."""
     n = 0
     with open("/proc/net/tcp") as f:
         for line in f.readlines()[1:]:
             fields = line.split()
-            if int(fields[2].split(":")[1], 16) == port and fields[3] == "01":
+            addr = fields[1] if local else fields[2]
+            if int(addr.split(":")[1], 16) == port and fields[3] in ("01", "08"):
                 n += 1
     return n
 
 
 def quiet_fds(d, sink):
-    """The daemon's descriptor count once its idle downstream connections closed."""
-    settle(lambda: conns_to(sink.port) == 0, 60, "idle downstream connections closed")
+    """The daemon's descriptor count once no client session is open and its
+    idle downstream connections are closed (relay_idle_time)."""
+    settle(lambda: tcp_conns(d.port, local=True) == 0 and tcp_conns(sink.port, local=False) == 0,
+           60, "client sessions and idle downstream connections closed")
     return fd_count(d.proc.pid)
 
 
