@@ -633,7 +633,7 @@ test_broken(void **state)
 }
 
 /*
- * Forged cpio headers (issue 14, defect 3). A "newc" header carries its
+ * Forged cpio headers (issue 14, defect 3), and LHA level-3 headers. A "newc" header carries its
  * name length in 8 hex digits; libarchive 3.6.2 reads the name with one
  * read-ahead of that many bytes, growing its copy buffer to the claimed
  * size first: gigabytes reserved for a 200-byte attachment. The walker
@@ -761,6 +761,27 @@ forged_inputs(struct forged *v)
     struct file z1[] = {{"readme.txt", "hi", 2, -1}, {"inner.cpio", v[2].m.p, v[2].m.len, -1}};
     v[n].name = "nested.zip", v[n++].m = make("zip", NULL, NULL, z1, 2);
 
+    /* An LHA level-3 header claiming a 3.5 GiB extension, at the start of
+     * a 3 MiB member of a zip (streamed), and alone (from memory). */
+    {
+        static unsigned char lzh[(3 << 20) + 64];
+        unsigned char *h = lzh;
+        memcpy(lzh, noise, sizeof(noise));
+        memset(h, 0, 64);
+        h[0] = 4;                     /* header word size, level 3 */
+        memcpy(h + 2, "-lh0-", 5);    /* stored */
+        h[19] = 0x20;                 /* attribute */
+        h[20] = 3;                    /* level */
+        h[23] = 'U';                  /* OS */
+        memcpy(h + 24, "\0\0\0\xF0", 4); /* header size 0xF0000000 */
+        memcpy(h + 28, "\0\0\0\xE0", 4); /* first extension size 0xE0000000 */
+        struct file zl[] = {{"big.lzh", lzh, sizeof(lzh), -1}};
+        v[n].name = "lha-streamed.zip", v[n++].m = make("zip", NULL, NULL, zl, 1);
+        memset(&m, 0, sizeof(m));
+        mem_add(&m, lzh, 64);
+        v[n].name = "alone.lzh", v[n++].m = m;
+    }
+
     /* In a zip, after 3 MiB of noise: too big to buffer, streamed. */
     memset(&m, 0, sizeof(m));
     newc_entry(&m, "070701", "noise.bin", noise, sizeof(noise), 0);
@@ -781,7 +802,7 @@ forged_inputs(struct forged *v)
  * Exit status: 0 ok, 10 + i input i reserved too much, 40 + i bad result.
  */
 static void
-test_forged_cpio(void **state)
+test_forged_headers(void **state)
 {
     (void)state;
     /* The default limits but no ratio: its noise is not what this is about. */
@@ -890,7 +911,7 @@ main(void)
         cmocka_unit_test(test_streamed_nested),
         cmocka_unit_test(test_formats),
         cmocka_unit_test(test_broken),
-        cmocka_unit_test(test_forged_cpio),
+        cmocka_unit_test(test_forged_headers),
         cmocka_unit_test(test_cpio_formats),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
