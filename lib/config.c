@@ -238,6 +238,8 @@ static cfg_opt_t top_opts[] = {
     COUNT("max_commands", 10000),
     COUNT("max_errors", 20),
     DUR("smtpd_timeout", 300),
+    DUR("smtpd_command_deadline", 300),
+    COUNT("smtpd_min_data_rate", 500),
     CFG_STR_LIST("xforward_networks", "{127.0.0.0/8, ::1/128}", CFGF_NONE),
     SIZE("body_memory_limit", 256 * K),
     COUNT("relay_connections", 20),
@@ -445,6 +447,8 @@ config_load(const char *path, int explicit_path, char *err, size_t errlen)
     c->max_commands = cfg_getint(cfg, "max_commands");
     c->max_errors = cfg_getint(cfg, "max_errors");
     c->smtpd_timeout = cfg_getint(cfg, "smtpd_timeout");
+    c->smtpd_command_deadline = cfg_getint(cfg, "smtpd_command_deadline");
+    c->smtpd_min_data_rate = cfg_getint(cfg, "smtpd_min_data_rate");
     c->nxforward_networks = cfg_size(cfg, "xforward_networks");
     c->xforward_networks = xcalloc(c->nxforward_networks + 1, sizeof(char *));
     for (size_t i = 0; i < c->nxforward_networks; i++)

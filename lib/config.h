@@ -92,6 +92,8 @@ struct sr_config {
     int64_t max_commands;       /* per session, 10000 */
     int64_t max_errors;         /* bad commands per session before 421, 20 */
     int64_t smtpd_timeout;      /* 300 s idle */
+    int64_t smtpd_command_deadline; /* 300 s for a whole command line, 0 off */
+    int64_t smtpd_min_data_rate;    /* DATA: bytes/s beyond the deadline, 500; 0 off */
     char **xforward_networks;   /* CIDR list */
     size_t nxforward_networks;
     int64_t body_memory_limit;  /* bytes of a body kept in memory, 256k */

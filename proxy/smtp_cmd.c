@@ -219,8 +219,11 @@ mail_param(struct smtp_path_cmd *out, const char *key, char *val)
         for (const char *s = val; *s; s++) {
             if (*s < '0' || *s > '9')
                 return -1;
-            if (v > (INT64_MAX - (*s - '0')) / 10)
+            if (v > (INT64_MAX - (*s - '0')) / 10) {
+                /* Well formed but beyond int64: too large for any limit. */
+                out->size_overflow = s[strspn(s, "0123456789")] == '\0';
                 return -1;
+            }
             v = v * 10 + (*s - '0');
         }
         out->size = v;

@@ -20,6 +20,7 @@ enum smtp_verb smtp_cmd_verb(const char *line, const char **args);
 struct smtp_path_cmd {
     char *addr;          /* without <>, "" for <> */
     int64_t size;        /* SIZE=, -1 absent */
+    int size_overflow;   /* SIZE= digits beyond int64 (rc SMTP_PATH_EPARAM, *bad "SIZE") */
     int body;            /* 0 absent, 1 7BIT, 2 8BITMIME */
     int smtputf8;
     int ret;             /* 0 absent, 1 FULL, 2 HDRS */

@@ -7,9 +7,15 @@
  * unnamed file); a complete message becomes a struct msg_tx handed to the
  * pipeline, and reading pauses until the pipeline answers.
  *
- * Limits here: total sessions (421 4.3.2 when full), idle time (421 4.4.2),
- * the input high-water mark (the kernel's buffers hold the rest, so a fast
- * client cannot make us buffer a body in memory).
+ * Limits here: total sessions (421 4.3.2 when full; the refusals are
+ * logged once, then counted and logged at most once a second), idle time
+ * (smtpd_timeout, 421 4.4.2), deadlines that no trickle of bytes resets
+ * (smtpd_command_deadline for each command line, counted from the end of
+ * the previous command; in DATA that plus the bytes received divided by
+ * smtpd_min_data_rate, counted from the 354: 421 4.4.2), the input
+ * high-water mark (the kernel's buffers hold the rest, so a fast client
+ * cannot make us buffer a body in memory). A session that has said its
+ * 421 but whose client does not read it is dropped after smtpd_timeout.
  *
  * Teardown is one function, session_free(). A session is never freed while
  * its code is still on the stack: callbacks set flags and free at their
@@ -27,6 +33,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
+#include <event2/event_struct.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
@@ -52,11 +59,18 @@ struct smtpd_session {
     int closing;         /* close once output is flushed */
     int in_callback;     /* our code is on the stack: defer free */
     int dead;            /* free at the end of the current callback */
+    /* Deadlines (smtpd_command_deadline, smtpd_min_data_rate). */
+    struct event *deadline_ev;
+    double cmd_start;            /* the current command line's deadline counts from here */
+    double data_start;           /* the 354 of the current DATA */
+    size_t seen_ncommands;       /* proto.ncommands when cmd_start was set */
+    enum smtpd_state seen_state; /* proto.state then */
     struct smtpd_session *next, *prev;
 };
 
 static void session_free(struct smtpd_session *s);
 static void session_input(struct smtpd_session *s);
+static void deadline_update(struct smtpd_session *s);
 static void session_maybe_free(struct smtpd_session *s);
 static void ops_close(void *arg);
 
@@ -121,6 +135,7 @@ tx_done(struct msg_tx *tx, const char *reply, void *arg)
         bufferevent_enable(s->bev, EV_READ);
         session_input(s); /* pipelined commands may be waiting */
     }
+    deadline_update(s);
     s->in_callback--;
     session_maybe_free(s);
 }
@@ -207,7 +222,79 @@ read_cb(struct bufferevent *bev, void *arg)
     struct smtpd_session *s = arg;
     (void)bev;
     session_input(s);
+    deadline_update(s);
     session_maybe_free(s);
+}
+
+/*
+ * Deadlines. After each input: a completed command (or a change of
+ * state) starts the next command's deadline; DATA's runs from the 354 and
+ * grows with the bytes received. No deadline while a verdict is awaited.
+ */
+static void
+deadline_update(struct smtpd_session *s)
+{
+    const struct sr_config *c = s->d->cfg;
+    enum smtpd_state st = s->proto.state;
+    double now = pipeline_now(), until;
+
+    if (s->proto.ncommands != s->seen_ncommands || st != s->seen_state) {
+        if (st == SMTPD_S_DATA && s->seen_state != SMTPD_S_DATA)
+            s->data_start = now;
+        s->cmd_start = now;
+        s->seen_ncommands = s->proto.ncommands;
+        s->seen_state = st;
+    }
+    if (c->smtpd_command_deadline <= 0 || s->closing || st == SMTPD_S_WAIT || st == SMTPD_S_QUIT ||
+        (st == SMTPD_S_DATA && c->smtpd_min_data_rate <= 0)) {
+        evtimer_del(s->deadline_ev);
+        return;
+    }
+    if (st == SMTPD_S_DATA)
+        until = s->data_start + (double)c->smtpd_command_deadline +
+                (double)s->proto.data_size / (double)c->smtpd_min_data_rate;
+    else
+        until = s->cmd_start + (double)c->smtpd_command_deadline;
+    double left = until > now ? until - now : 0;
+    struct timeval tv = {(time_t)left, (suseconds_t)((left - (double)(time_t)left) * 1e6)};
+    evtimer_add(s->deadline_ev, &tv);
+}
+
+/* Say 421 and close; a client that does not read it is dropped after smtpd_timeout. */
+static void
+session_timeout(struct smtpd_session *s)
+{
+    struct timeval tv = {s->d->cfg->smtpd_timeout, 0};
+
+    s->in_callback++;
+    smtpd_proto_shutdown(&s->proto, "421 4.4.2 Error: timeout exceeded");
+    s->in_callback--;
+    evtimer_del(s->deadline_ev);
+    bufferevent_set_timeouts(s->bev, NULL, &tv);
+    session_maybe_free(s);
+}
+
+static void
+deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct smtpd_session *s = arg;
+    enum smtpd_state st = s->proto.state;
+    (void)fd;
+    (void)what;
+
+    if (s->closing || st == SMTPD_S_WAIT || st == SMTPD_S_QUIT)
+        return;
+    if (st == SMTPD_S_DATA)
+        log_info("deadline exceeded in DATA from %s (%lld bytes in %.0fs; "
+                 "smtpd_min_data_rate = %lld)",
+                 s->addr, (long long)s->proto.data_size, pipeline_now() - s->data_start,
+                 (long long)s->d->cfg->smtpd_min_data_rate);
+    else
+        log_info("deadline exceeded in a command from %s (%zu bytes of it in %.0fs; "
+                 "smtpd_command_deadline = %llds)",
+                 s->addr, s->proto.linelen, pipeline_now() - s->cmd_start,
+                 (long long)s->d->cfg->smtpd_command_deadline);
+    session_timeout(s);
 }
 
 static void
@@ -225,15 +312,17 @@ event_cb(struct bufferevent *bev, short what, void *arg)
     (void)bev;
 
     if (what & BEV_EVENT_TIMEOUT) {
+        if (s->closing) {
+            /* The client does not read our last words: drop it. */
+            s->dead = 1;
+            session_maybe_free(s);
+            return;
+        }
         if (s->proto.state == SMTPD_S_WAIT)
             return;
         log_info("timeout after %s from %s",
                  s->proto.state == SMTPD_S_DATA ? "DATA" : "command", s->addr);
-        s->in_callback++;
-        smtpd_proto_shutdown(&s->proto, "421 4.4.2 Error: timeout exceeded");
-        s->in_callback--;
-        bufferevent_set_timeouts(s->bev, NULL, NULL);
-        session_maybe_free(s);
+        session_timeout(s);
         return;
     }
     /* EOF or error: the client is gone. */
@@ -257,6 +346,8 @@ session_free(struct smtpd_session *s)
     }
     spool_free(s->body);
     smtpd_proto_free(&s->proto);
+    if (s->deadline_ev)
+        event_free(s->deadline_ev);
     if (s->bev)
         bufferevent_free(s->bev);
     if (s->prev)
@@ -279,6 +370,59 @@ refuse(int fd, const char *line)
     close(fd);
 }
 
+/*
+ * Refusals for max_connections: the first is logged, then they are counted
+ * and a timer logs the count once a second while they go on (a flood of
+ * connections must not become a flood of log lines).
+ */
+static struct {
+    struct event ev;
+    int assigned, armed;
+    long refused; /* since the last line */
+    struct daemon *d;
+} busy;
+
+static void
+busy_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct timeval one = {1, 0};
+    (void)fd;
+    (void)what;
+    (void)arg;
+
+    if (busy.refused == 0) {
+        busy.armed = 0;
+        return;
+    }
+    log_warnx("too many connections (max_connections = %lld): %ld more client(s) refused "
+              "in the last second",
+              (long long)busy.d->cfg->max_connections, busy.refused);
+    busy.refused = 0;
+    evtimer_add(&busy.ev, &one);
+}
+
+static void
+busy_refused(struct daemon *d)
+{
+    struct timeval one = {1, 0};
+
+    busy.d = d;
+    if (busy.armed) {
+        busy.refused++;
+        return;
+    }
+    log_warnx("too many connections (max_connections = %lld), refusing a client "
+              "(further refusals are counted once a second)",
+              (long long)d->cfg->max_connections);
+    if (!busy.assigned) {
+        evtimer_assign(&busy.ev, d->base, busy_cb, NULL);
+        busy.assigned = 1;
+    }
+    busy.armed = 1;
+    busy.refused = 0;
+    evtimer_add(&busy.ev, &one);
+}
+
 void
 smtpd_accept(struct daemon *d, int fd, const struct sockaddr *sa, int salen)
 {
@@ -290,8 +434,7 @@ smtpd_accept(struct daemon *d, int fd, const struct sockaddr *sa, int salen)
         return;
     }
     if (d->nsessions >= d->cfg->max_connections) {
-        log_warnx("too many connections (max_connections = %lld), refusing a client",
-                  (long long)d->cfg->max_connections);
+        busy_refused(d);
         refuse(fd, "421 4.3.2 Service busy: too many connections, try again later\r\n");
         return;
     }
@@ -318,7 +461,11 @@ smtpd_accept(struct daemon *d, int fd, const struct sockaddr *sa, int salen)
         refuse(fd, "421 4.3.0 Error: out of memory\r\n");
         return;
     }
-    if (smtpd_proto_init(&s->proto, &d->lim, &session_ops, s, s->addr, s->port) < 0) {
+    s->deadline_ev = evtimer_new(d->base, deadline_cb, s);
+    if (s->deadline_ev == NULL ||
+        smtpd_proto_init(&s->proto, &d->lim, &session_ops, s, s->addr, s->port) < 0) {
+        if (s->deadline_ev)
+            event_free(s->deadline_ev);
         bufferevent_free(s->bev);
         free(s);
         return;
@@ -337,6 +484,9 @@ smtpd_accept(struct daemon *d, int fd, const struct sockaddr *sa, int salen)
     bufferevent_set_timeouts(s->bev, &tv, &tv);
     bufferevent_enable(s->bev, EV_READ | EV_WRITE);
     smtpd_proto_greet(&s->proto);
+    s->seen_state = s->proto.state;
+    s->cmd_start = pipeline_now();
+    deadline_update(s);
 }
 
 void

@@ -179,10 +179,13 @@ do_mail(struct smtpd_proto *p, char *args)
         reply_error(p, "501 5.5.4 Syntax: MAIL FROM:<address>");
         return;
     }
-    /* bad is the parameter name; its value follows the NUL that replaced '='. */
-    if (rc == SMTP_PATH_EPARAM && bad && strcasecmp(bad, "SIZE") == 0 && bad[5] != '\0' &&
-        bad[5 + strspn(bad + 5, "0123456789")] == '\0') {
-        /* A SIZE too large to represent is too large for us. */
+    /*
+     * A well-formed SIZE=digits too large to represent is too large for us:
+     * the parser says so (pc.size_overflow); every other bad parameter,
+     * "SIZE" without '=' or without a value included, is a 555 counted as an
+     * error. Nothing is read past the parameter the parser returned.
+     */
+    if (rc == SMTP_PATH_EPARAM && pc.size_overflow) {
         reply(p, "552 5.3.4 Message size exceeds fixed limit");
         return;
     }

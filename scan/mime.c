@@ -28,6 +28,8 @@
  * A message/rfc822 part sent base64 or quoted-printable encoded is a leaf
  * for GMime: it is handed out as is, then its decoded text is parsed and
  * walked too (parts flagged embedded, raw range that of the encoded part).
+ * Every limit that sub-parse or its walk hits is added to the message's
+ * own flags: a message not walked whole never looks complete.
  *
  * Names and the subject are decoded to UTF-8 by GMime (RFC 2047, RFC 2231,
  * iconv); raw 8-bit header text is tried as UTF-8, EUC-JP, CP932
@@ -1045,7 +1047,13 @@ walk_encoded_message(struct walk *w, const struct mime_part_info *pi, int depth)
                          sizeof(err));
     if (sub == NULL)
         return oom(w);
-    sub->limits = 0; /* the structure is checked by this walk, against this message's count */
+    /*
+     * Keep what the sub-parse found: a cut before GMime (boundary-like
+     * lines) or a structure past the limits means parts of the forwarded
+     * message are never walked, and that must reach this message's verdict.
+     * (Its own precheck counts from zero, so it never flags more than the
+     * walk against this message's count would.)
+     */
     top = sub->msg ? g_mime_message_get_mime_part(sub->msg) : NULL;
     w2 = *w;
     w2.m = sub;

@@ -34,6 +34,26 @@
  *
  * Only formats that are read without touching the file system or running
  * programs are enabled (no mtree, no external decompressors).
+ *
+ * cpio is enabled only for an archive that starts with a cpio header,
+ * and only behind a guard (struct cpio_guard) that follows its headers
+ * before libarchive sees them: libarchive 3.6.2 reads a member's name, and
+ * a symlink's target, with one read-ahead of the size the header claims,
+ * reserving that much (a forged 8-hex-digit name length: 4 GiB). A name
+ * or link above CPIO_NAME_MAX, a header where the previous member ends
+ * that is not one (libarchive would search onwards for the next magic),
+ * or afio's large headers make the archive unreadable (libclamav, which
+ * reads cpio with bounded buffers, still scans it). A cpio inside a
+ * compressed stream (cpio.gz) is read as the stream's content, one level
+ * deeper, so that the guard sees its headers uncompressed.
+ *
+ * The same read-ahead reserves whatever an LHA level-3 header claims (32-bit
+ * header and extension sizes), but only when libarchive reads through a
+ * callback: a nested archive too big for memory (stream_read). Archives
+ * read from memory are not affected (measured: test_archive). Streamed
+ * levels therefore read zip, rar, rar5, tar and guarded cpio only; a
+ * nested lha, cab or 7z larger than ARCH_NEST_BUFFER is counted as it is
+ * drained, not walked (7z needs seeking anyway).
  * Returns per call: ARCH_OK, ARCH_STOPPED, ARCH_UNREADABLE.
  */
 #include <archive.h>
@@ -91,6 +111,7 @@ struct stream_src {
     const unsigned char *pre;
     size_t prelen;
     size_t prepos;
+    struct cpio_guard *guard; /* a cpio: every block passes it first */
 };
 
 static int walk_buffer(struct arch_budget *b, const void *data, size_t len, int depth,
@@ -174,9 +195,197 @@ arch_sniff(const void *data, size_t len)
     return 0;
 }
 
-/* A reader with the safe formats and filters only (raw_only: a lone compressed stream). */
+/*
+ * The cpio guard: fed the archive's bytes in order (any chunking), it
+ * follows the headers as libarchive will read them and says -1 at the
+ * first one libarchive must not see (see the contract above).
+ */
+#define CPIO_NAME_MAX 65536 /* bytes of a member name or a symlink target */
+
+enum { CPIO_NEWC = 1, CPIO_ODC, CPIO_BIN_LE, CPIO_BIN_BE };
+enum { CG_HEADER = 0, CG_NAME, CG_SKIP, CG_DONE, CG_BAD };
+
+struct cpio_guard {
+    int fmt;   /* CPIO_*, from the first header */
+    int state; /* CG_* */
+    unsigned char hdr[110];
+    size_t hlen, hsize;
+    uint64_t namesize, name_left, skip;
+    unsigned char name[11]; /* enough to tell "TRAILER!!!" */
+};
+
+/* The cpio variant whose magic starts p, or 0. */
+static int
+cpio_format(const unsigned char *p, size_t len)
+{
+    if (len >= 6 && (memcmp(p, "070701", 6) == 0 || memcmp(p, "070702", 6) == 0))
+        return CPIO_NEWC;
+    if (len >= 6 && memcmp(p, "070707", 6) == 0)
+        return CPIO_ODC;
+    if (len >= 2 && p[0] == 0xC7 && p[1] == 0x71)
+        return CPIO_BIN_LE;
+    if (len >= 2 && p[0] == 0x71 && p[1] == 0xC7)
+        return CPIO_BIN_BE;
+    return 0;
+}
+
+/* n digits of base 8 or 16 at p; -1 if one is not a digit. */
+static int64_t
+cpio_num(const unsigned char *p, size_t n, int base)
+{
+    int64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        int d;
+        if (p[i] >= '0' && p[i] <= '7')
+            d = p[i] - '0';
+        else if (base == 16 && p[i] >= '8' && p[i] <= '9')
+            d = p[i] - '0';
+        else if (base == 16 && p[i] >= 'a' && p[i] <= 'f')
+            d = p[i] - 'a' + 10;
+        else if (base == 16 && p[i] >= 'A' && p[i] <= 'F')
+            d = p[i] - 'A' + 10;
+        else
+            return -1;
+        v = v * base + d;
+    }
+    return v;
+}
+
+/* A complete header in g->hdr: check it, set what follows. */
+static int
+cpio_header(struct cpio_guard *g)
+{
+    const unsigned char *h = g->hdr;
+    int64_t mode, namesize, filesize;
+    unsigned namepad, datapad;
+
+    switch (g->fmt) {
+    case CPIO_NEWC:
+        mode = cpio_num(h + 14, 8, 16);
+        filesize = cpio_num(h + 54, 8, 16);
+        namesize = cpio_num(h + 94, 8, 16);
+        namepad = (unsigned)((2 - namesize) & 3);
+        datapad = (unsigned)(-filesize & 3);
+        for (size_t off = 6; off < 110; off += 8) /* every field hex, as libarchive wants */
+            if (cpio_num(h + off, 8, 16) < 0)
+                return -1;
+        break;
+    case CPIO_ODC:
+        mode = cpio_num(h + 18, 6, 8);
+        namesize = cpio_num(h + 59, 6, 8);
+        filesize = cpio_num(h + 65, 11, 8);
+        namepad = datapad = 0;
+        for (size_t off = 6; off < 76; off++) /* every field octal */
+            if (h[off] < '0' || h[off] > '7')
+                return -1;
+        break;
+    default: { /* binary: 16-bit words in the archive's byte order */
+        int le = g->fmt == CPIO_BIN_LE;
+#define W(o)                                                                                       \
+    (le ? (int64_t)h[o] | (int64_t)h[(o) + 1] << 8 : (int64_t)h[o] << 8 | (int64_t)h[(o) + 1])
+        mode = W(6);
+        namesize = W(20);
+        filesize = W(22) << 16 | W(24);
+#undef W
+        namepad = (unsigned)(namesize & 1);
+        datapad = (unsigned)(filesize & 1);
+        break;
+    }
+    }
+    if (mode < 0 || namesize < 1 || filesize < 0 || namesize > CPIO_NAME_MAX)
+        return -1;
+    if ((mode & 0170000) == 0120000 && filesize > CPIO_NAME_MAX)
+        return -1; /* a symlink's target is read in one piece too */
+    g->namesize = g->name_left = (uint64_t)namesize;
+    g->skip = namepad + (uint64_t)filesize + datapad;
+    return 0;
+}
+
+/* Feed the next n bytes of the archive: 0 so far so good, -1 a bad header. */
+static int
+cpio_guard_feed(struct cpio_guard *g, const unsigned char *p, size_t n)
+{
+    static const unsigned char trailer[11] = "TRAILER!!!";
+
+    while (n > 0 && g->state != CG_DONE && g->state != CG_BAD) {
+        size_t k;
+        int f;
+        switch (g->state) {
+        case CG_HEADER:
+            if (g->hlen == 0) {
+                /* The first byte tells binary (26 bytes) from ASCII headers. */
+                g->hsize = (p[0] == 0xC7 || p[0] == 0x71) ? 26 : p[0] == '0' ? 76 : 0;
+                if (g->hsize == 0) {
+                    g->state = CG_BAD;
+                    break;
+                }
+            }
+            /* An ASCII header's first 6 bytes tell its size (76 or 110). */
+            size_t want = g->hsize == 76 && g->hlen < 6 ? 6 : g->hsize;
+            k = want - g->hlen < n ? want - g->hlen : n;
+            memcpy(g->hdr + g->hlen, p, k);
+            g->hlen += k;
+            p += k;
+            n -= k;
+            if (g->hlen == 6 && g->hsize == 76) {
+                f = cpio_format(g->hdr, 6);
+                if (f == CPIO_NEWC)
+                    g->hsize = 110;
+                if (f == 0 || f == CPIO_BIN_LE || f == CPIO_BIN_BE) {
+                    g->state = CG_BAD;
+                    break;
+                }
+            }
+            if (g->hlen < g->hsize)
+                break;
+            f = cpio_format(g->hdr, g->hlen);
+            if (g->fmt == 0)
+                g->fmt = f;
+            if (f != g->fmt || cpio_header(g) < 0) {
+                g->state = CG_BAD;
+                break;
+            }
+            g->hlen = 0;
+            g->state = CG_NAME;
+            break;
+        case CG_NAME:
+            k = g->name_left < n ? (size_t)g->name_left : n;
+            for (size_t i = 0; i < k; i++) {
+                uint64_t at = g->namesize - g->name_left + i;
+                if (at < sizeof(g->name))
+                    g->name[at] = p[i];
+            }
+            g->name_left -= k;
+            p += k;
+            n -= k;
+            if (g->name_left > 0)
+                break;
+            if (g->namesize == sizeof(trailer) && memcmp(g->name, trailer, sizeof(trailer)) == 0)
+                g->state = CG_DONE; /* libarchive reads no further */
+            else
+                g->state = CG_SKIP;
+            break;
+        case CG_SKIP:
+            k = g->skip < n ? (size_t)g->skip : n;
+            g->skip -= k;
+            p += k;
+            n -= k;
+            if (g->skip == 0)
+                g->state = CG_HEADER;
+            break;
+        }
+    }
+    return g->state == CG_BAD ? -1 : 0;
+}
+
+/*
+ * A reader with the safe formats and filters only (raw_only: a lone
+ * compressed stream; cpio: also cpio, for data that starts with a cpio
+ * header and is fed through a cpio_guard; streamed: read through
+ * stream_read, where lha, cab and 7z are left out, see the contract).
+ */
 static struct archive *
-reader_new(int raw_only)
+reader_new(int raw_only, int cpio, int streamed)
 {
     struct archive *a = archive_read_new();
     if (a == NULL)
@@ -184,13 +393,16 @@ reader_new(int raw_only)
     if (raw_only)
         goto filters;
     archive_read_support_format_zip(a);
-    archive_read_support_format_7zip(a);
     archive_read_support_format_rar(a);
     archive_read_support_format_rar5(a);
-    archive_read_support_format_cab(a);
     archive_read_support_format_tar(a);
-    archive_read_support_format_cpio(a);
-    archive_read_support_format_lha(a);
+    if (cpio)
+        archive_read_support_format_cpio(a);
+    if (!streamed) {
+        archive_read_support_format_7zip(a);
+        archive_read_support_format_cab(a);
+        archive_read_support_format_lha(a);
+    }
 filters:
     archive_read_support_format_raw(a);
     archive_read_support_filter_gzip(a);
@@ -291,19 +503,23 @@ stream_read(struct archive *child, void *cd, const void **buf)
         *buf = s->pre + s->prepos;
         n = (la_ssize_t)(s->prelen - s->prepos);
         s->prepos = s->prelen;
-        return n;
+    } else {
+        n = archive_read_data(p->a, p->chunk, CHUNK);
+        if (n < 0) {
+            archive_set_error(child, EIO, "outer member: %s",
+                              archive_error_string(p->a) ? archive_error_string(p->a) : "error");
+            return ARCHIVE_FATAL;
+        }
+        if (n > 0 && count(p, (size_t)n) != ARCH_OK) {
+            archive_set_error(child, EFBIG, "budget spent");
+            return ARCHIVE_FATAL;
+        }
+        *buf = p->chunk;
     }
-    n = archive_read_data(p->a, p->chunk, CHUNK);
-    if (n < 0) {
-        archive_set_error(child, EIO, "outer member: %s",
-                          archive_error_string(p->a) ? archive_error_string(p->a) : "error");
+    if (s->guard && cpio_guard_feed(s->guard, *buf, (size_t)n) < 0) {
+        archive_set_error(child, EFBIG, "cpio header beyond bounds");
         return ARCHIVE_FATAL;
     }
-    if (n > 0 && count(p, (size_t)n) != ARCH_OK) {
-        archive_set_error(child, EFBIG, "budget spent");
-        return ARCHIVE_FATAL;
-    }
-    *buf = p->chunk;
     return n;
 }
 
@@ -359,12 +575,14 @@ nested(struct level *lv, const unsigned char *first, size_t firstlen)
         rc = walk_buffer(b, buf, len, lv->depth + 1, loc);
     } else {
         /* Too big for memory: the streaming readers, fed from the parent member. */
-        struct stream_src src = {lv, buf, len, 0};
+        struct cpio_guard guard = {0};
+        int cpio = cpio_format(buf, len) != 0;
+        struct stream_src src = {lv, buf, len, 0, cpio ? &guard : NULL};
         struct level child = {0};
         child.b = b;
         child.depth = lv->depth + 1;
         child.location = loc;
-        child.a = reader_new(0);
+        child.a = reader_new(0, cpio, 1);
         child.chunk = malloc(CHUNK);
         if (child.a == NULL || child.chunk == NULL ||
             archive_read_open(child.a, &src, NULL, stream_read, NULL) != ARCHIVE_OK) {
@@ -669,7 +887,15 @@ walk_buffer_as(struct arch_budget *b, const void *data, size_t len, int depth, c
     lv.b = b;
     lv.depth = depth;
     lv.location = location;
-    lv.a = reader_new(raw_only);
+    int cpio = !raw_only && cpio_format(data, len) != 0;
+    if (cpio) {
+        struct cpio_guard guard = {0};
+        if (cpio_guard_feed(&guard, data, len) < 0) {
+            note(b, ARCH_EV_BROKEN, location);
+            return ARCH_UNREADABLE;
+        }
+    }
+    lv.a = reader_new(raw_only, cpio, 0);
     lv.chunk = malloc(CHUNK);
     if (lv.a == NULL || lv.chunk == NULL) {
         rc = ARCH_UNREADABLE;

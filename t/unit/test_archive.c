@@ -10,6 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include <archive.h>
@@ -38,10 +41,13 @@ struct rec {
     int ntrusted; /* members counted by declared size */
 };
 
+static void vm_sample(void);
+
 static void
 report(void *arg, enum arch_event ev, const char *loc, int64_t value, int64_t limit)
 {
     struct rec *r = arg;
+    vm_sample();
     if (r->nev < 64) {
         r->ev[r->nev].ev = ev;
         snprintf(r->ev[r->nev].loc, sizeof(r->ev[r->nev].loc), "%s", loc);
@@ -55,6 +61,7 @@ static void
 member(void *arg, int depth, const char *name, int64_t declared)
 {
     struct rec *r = arg;
+    vm_sample();
     if (declared >= 0)
         r->ntrusted++;
     if (r->nmembers < 64) {
@@ -625,6 +632,270 @@ test_broken(void **state)
     assert_true(rc == ARCH_OK || rc == ARCH_UNREADABLE);
 }
 
+/*
+ * Forged cpio headers (issue 14, defect 3), and LHA level-3 headers. A "newc" header carries its
+ * name length in 8 hex digits; libarchive 3.6.2 reads the name with one
+ * read-ahead of that many bytes, growing its copy buffer to the claimed
+ * size first: gigabytes reserved for a 200-byte attachment. The walker
+ * must never let libarchive reserve more than a small, fixed amount for
+ * such a header, wherever it is: alone, after a valid entry, after junk
+ * (libarchive resynchronizes on the next magic), inside gzip, inside a
+ * zip (from memory), inside a zip too big to buffer (streamed).
+ */
+static void
+mem_add(struct mem *m, const void *p, size_t n)
+{
+    mem_write(NULL, m, p, n);
+}
+
+/* One newc (magic "070701") or crc ("070702") entry; namesize 0: the real one. */
+static void
+newc_entry(struct mem *m, const char *magic, const char *name, const void *data, size_t len,
+           uint32_t namesize)
+{
+    char hdr[111];
+    size_t nl = strlen(name) + 1;
+    static const char zeros[4];
+
+    snprintf(hdr, sizeof(hdr), "%s%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X%08X", magic, 1u,
+             0100644u, 0u, 0u, 1u, 0u, (unsigned)len, 0u, 0u, 0u, 0u,
+             namesize ? namesize : (unsigned)nl, 0u);
+    mem_add(m, hdr, 110);
+    mem_add(m, name, nl);
+    mem_add(m, zeros, (4 - (110 + nl) % 4) % 4);
+    mem_add(m, data, len);
+    mem_add(m, zeros, (4 - len % 4) % 4);
+}
+
+#define FORGED_NAMESIZE 0xF0000000u /* 3.75 GiB */
+
+static int64_t
+vm_size(void)
+{
+    char line[256];
+    long long kb = -1;
+    FILE *f = fopen("/proc/self/status", "r");
+
+    if (f == NULL)
+        return -1;
+    while (fgets(line, sizeof(line), f))
+        if (sscanf(line, "VmSize: %lld kB", &kb) == 1)
+            break;
+    fclose(f);
+    return kb < 0 ? -1 : (int64_t)kb * 1024;
+}
+
+/* Largest VmSize seen from the walk's callbacks while sampling (-1: off). */
+static int64_t vm_max = -1;
+
+static void
+vm_sample(void)
+{
+    if (vm_max >= 0) {
+        int64_t v = vm_size();
+        if (v > vm_max)
+            vm_max = v;
+    }
+}
+
+/* The forged inputs: name, bytes. */
+struct forged {
+    const char *name;
+    struct mem m;
+};
+
+static int
+forged_inputs(struct forged *v)
+{
+    static unsigned char noise[3 << 20];
+    uint32_t x = 777;
+    int n = 0;
+    struct mem m;
+
+    for (size_t i = 0; i < sizeof(noise); i++) {
+        x = x * 1103515245 + 12345;
+        noise[i] = (unsigned char)(x >> 16);
+    }
+
+    memset(&m, 0, sizeof(m));
+    newc_entry(&m, "070701", "evil", "x", 1, FORGED_NAMESIZE);
+    mem_add(&m, "padding padding padding padding ", 32);
+    v[n].name = "alone.cpio", v[n++].m = m;
+
+    memset(&m, 0, sizeof(m));
+    newc_entry(&m, "070702", "evil", "x", 1, FORGED_NAMESIZE);
+    mem_add(&m, "padding padding padding padding ", 32);
+    v[n].name = "crc.cpio", v[n++].m = m;
+
+    memset(&m, 0, sizeof(m));
+    newc_entry(&m, "070701", "good.txt", "hello", 5, 0);
+    newc_entry(&m, "070701", "evil", "x", 1, FORGED_NAMESIZE);
+    v[n].name = "second.cpio", v[n++].m = m;
+
+    memset(&m, 0, sizeof(m));
+    newc_entry(&m, "070701", "good.txt", "hello", 5, 0);
+    mem_add(&m, "junk junk junk junk junk junk junk!", 35);
+    newc_entry(&m, "070701", "evil", "x", 1, FORGED_NAMESIZE);
+    v[n].name = "resync.cpio", v[n++].m = m;
+
+    /* The first one, gzip-compressed (libarchive's gzip filter, then cpio). */
+    {
+        struct archive *a = archive_write_new();
+        struct archive_entry *e = archive_entry_new();
+        memset(&m, 0, sizeof(m));
+        assert_int_equal(archive_write_set_format_raw(a), ARCHIVE_OK);
+        assert_int_equal(archive_write_add_filter_gzip(a), ARCHIVE_OK);
+        assert_int_equal(archive_write_open(a, &m, NULL, mem_write, NULL), ARCHIVE_OK);
+        archive_entry_set_pathname(e, "data");
+        archive_entry_set_filetype(e, AE_IFREG);
+        archive_entry_set_size(e, (la_int64_t)v[2].m.len);
+        assert_int_equal(archive_write_header(a, e), ARCHIVE_OK);
+        assert_int_equal(archive_write_data(a, v[2].m.p, v[2].m.len), (la_ssize_t)v[2].m.len);
+        assert_int_equal(archive_write_close(a), ARCHIVE_OK);
+        archive_entry_free(e);
+        archive_write_free(a);
+        v[n].name = "forged.cpio.gz", v[n++].m = m;
+    }
+
+    /* In a zip, read from memory. */
+    struct file z1[] = {{"readme.txt", "hi", 2, -1}, {"inner.cpio", v[2].m.p, v[2].m.len, -1}};
+    v[n].name = "nested.zip", v[n++].m = make("zip", NULL, NULL, z1, 2);
+
+    /* An LHA level-3 header claiming a 3.5 GiB extension, at the start of
+     * a 3 MiB member of a zip (streamed), and alone (from memory). */
+    {
+        static unsigned char lzh[(3 << 20) + 64];
+        unsigned char *h = lzh;
+        memcpy(lzh, noise, sizeof(noise));
+        memset(h, 0, 64);
+        h[0] = 4;                     /* header word size, level 3 */
+        memcpy(h + 2, "-lh0-", 5);    /* stored */
+        h[19] = 0x20;                 /* attribute */
+        h[20] = 3;                    /* level */
+        h[23] = 'U';                  /* OS */
+        memcpy(h + 24, "\0\0\0\xF0", 4); /* header size 0xF0000000 */
+        memcpy(h + 28, "\0\0\0\xE0", 4); /* first extension size 0xE0000000 */
+        struct file zl[] = {{"big.lzh", lzh, sizeof(lzh), -1}};
+        v[n].name = "lha-streamed.zip", v[n++].m = make("zip", NULL, NULL, zl, 1);
+        memset(&m, 0, sizeof(m));
+        mem_add(&m, lzh, 64);
+        v[n].name = "alone.lzh", v[n++].m = m;
+    }
+
+    /* In a zip, after 3 MiB of noise: too big to buffer, streamed. */
+    memset(&m, 0, sizeof(m));
+    newc_entry(&m, "070701", "noise.bin", noise, sizeof(noise), 0);
+    newc_entry(&m, "070701", "evil", "x", 1, FORGED_NAMESIZE);
+    struct file z2[] = {{"big.cpio", m.p, m.len, -1}};
+    v[n].name = "streamed.zip", v[n++].m = make("zip", NULL, NULL, z2, 1);
+    free(m.p);
+    return n;
+}
+
+/*
+ * Walk every forged input in a child: first sampling VmSize from the
+ * walk's callbacks (a reservation shows there even when never touched;
+ * libarchive still holds its buffers when the walker reports), then under
+ * RLIMIT_AS (ulimit -v) of 512 MiB above what the child has mapped: every
+ * walk must end with a defined result, no abort (the ASan allocator aborts
+ * when a reservation fails; glibc's malloc returns NULL).
+ * Exit status: 0 ok, 10 + i input i reserved too much, 40 + i bad result.
+ */
+static void
+test_forged_headers(void **state)
+{
+    (void)state;
+    /* The default limits but no ratio: its noise is not what this is about. */
+    static const struct arch_limits nolimits = {8, 1000, 100 << 20, 500 << 20, 0};
+    struct forged v[16];
+    int n = forged_inputs(v);
+
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        for (int pass = 0; pass < 2; pass++) {
+            if (pass == 1) {
+                int64_t cur = vm_size();
+                struct rlimit rl = {(rlim_t)cur + (512 << 20), (rlim_t)cur + (512 << 20)};
+                if (cur < 0 || setrlimit(RLIMIT_AS, &rl) != 0)
+                    _exit(3);
+            }
+            for (int i = 0; i < n; i++) {
+                struct arch_budget b;
+                struct rec r;
+                int64_t before = vm_size();
+                vm_max = before;
+                init(&b, &nolimits, &r);
+                int rc = arch_walk(&b, v[i].m.p, v[i].m.len, v[i].name);
+                int64_t grew = vm_max - before;
+                vm_max = -1;
+                fprintf(stderr, "pass %d %s: rc %d, %d events (%s %s), VmSize +%lld kB while walking\n", pass,
+                        v[i].name, rc, r.nev, r.nev ? arch_event_name(r.ev[0].ev) : "",
+                        r.nev ? r.ev[0].loc : "", (long long)(grew / 1024));
+                if (pass == 0 && grew > (64 << 20))
+                    _exit(10 + i);
+                if ((rc != ARCH_OK && rc != ARCH_UNREADABLE) || b.spent)
+                    _exit(40 + i);
+            }
+        }
+        _exit(0);
+    }
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    if (!WIFEXITED(st))
+        fail_msg("the walker child died of signal %d", WTERMSIG(st));
+    if (WEXITSTATUS(st) >= 40)
+        fail_msg("%s: bad walk result", v[WEXITSTATUS(st) - 40].name);
+    if (WEXITSTATUS(st) >= 10)
+        fail_msg("%s: libarchive reserved more than 64 MiB", v[WEXITSTATUS(st) - 10].name);
+    assert_int_equal(WEXITSTATUS(st), 0);
+    for (int i = 0; i < n; i++)
+        free(v[i].m.p);
+}
+
+/* Valid newc/crc archives are still walked, members counted, nested ones too. */
+static void
+test_cpio_formats(void **state)
+{
+    (void)state;
+    struct mem m = {0}, z;
+    struct file f[] = {{"one.txt", "one", 3, -1}, {"two.txt", "two!", 4, -1}};
+    const char *fmts[] = {"newc", "cpio", "bin"};
+
+    for (size_t i = 0; i < sizeof(fmts) / sizeof(fmts[0]); i++) {
+        struct arch_budget b;
+        struct rec r;
+        struct mem c = make(fmts[i], NULL, NULL, f, 2);
+        init(&b, &defaults, &r);
+        assert_int_equal(arch_walk(&b, c.p, c.len, "x.cpio"), ARCH_OK);
+        assert_int_equal(b.files, 2);
+        assert_int_equal(b.total, 7);
+        free(c.p);
+        c = make(fmts[i], "gzip", NULL, f, 2);
+        init(&b, &defaults, &r);
+        assert_int_equal(arch_walk(&b, c.p, c.len, "x.cpio.gz"), ARCH_OK);
+        /* Read as a compressed stream (one file) holding the cpio, one level deeper. */
+        assert_int_equal(b.files, 3);
+        assert_int_equal(b.max_depth, 2);
+        assert_string_equal(r.members[r.nmembers - 1], "two.txt");
+        free(c.p);
+    }
+
+    /* A zip in a crc cpio: walked, its member found. */
+    z = make("zip", NULL, NULL, f, 2);
+    newc_entry(&m, "070702", "in.zip", z.p, z.len, 0);
+    newc_entry(&m, "070702", "TRAILER!!!", "", 0, 0);
+    struct arch_budget b;
+    struct rec r;
+    init(&b, &defaults, &r);
+    assert_int_equal(arch_walk(&b, m.p, m.len, "x.cpio"), ARCH_OK);
+    assert_int_equal(b.files, 3);
+    assert_int_equal(b.max_depth, 2);
+    free(z.p);
+    free(m.p);
+}
+
 int
 main(void)
 {
@@ -640,6 +911,8 @@ main(void)
         cmocka_unit_test(test_streamed_nested),
         cmocka_unit_test(test_formats),
         cmocka_unit_test(test_broken),
+        cmocka_unit_test(test_forged_headers),
+        cmocka_unit_test(test_cpio_formats),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

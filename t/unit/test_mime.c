@@ -484,6 +484,87 @@ test_encoded_rfc822(void **state)
     free(raw);
 }
 
+/*
+ * A forwarded message, padded with boundary-like lines ("--pad N") before an
+ * attachment, sent as message/rfc822 in base64 or as is. Returns a malloc'd
+ * message; *len its length.
+ */
+static char *
+padded_forward(int npad, int encoded, size_t *len)
+{
+    GString *inner = g_string_new(NULL), *outer = g_string_new(NULL);
+
+    g_string_append(inner, "From: b@example.com\r\nSubject: inner\r\nMIME-Version: 1.0\r\n"
+                           "Content-Type: multipart/mixed; boundary=\"in\"\r\n\r\n"
+                           "--in\r\nContent-Type: text/plain\r\n\r\n");
+    for (int i = 0; i < npad; i++)
+        g_string_append_printf(inner, "--pad %d\r\n", i);
+    g_string_append(inner, "--in\r\nContent-Type: application/octet-stream; name=after.bin\r\n"
+                           "Content-Transfer-Encoding: base64\r\n\r\nYWZ0ZXI=\r\n--in--\r\n");
+    g_string_append_printf(outer, "From: a@example.com\r\nSubject: fwd\r\nMIME-Version: 1.0\r\n"
+                                  "Content-Type: multipart/mixed; boundary=\"out\"\r\n\r\n"
+                                  "--out\r\nContent-Type: text/plain\r\n\r\nsee below\r\n"
+                                  "--out\r\nContent-Type: message/rfc822; name=fwd.eml\r\n%s\r\n",
+                           encoded ? "Content-Transfer-Encoding: base64\r\n" : "");
+    if (encoded) {
+        gchar *b64 = g_base64_encode((const guchar *)inner->str, inner->len);
+        for (size_t i = 0, n = strlen(b64); i < n; i += 76)
+            g_string_append_printf(outer, "%.76s\r\n", b64 + i);
+        g_free(b64);
+    } else {
+        g_string_append(outer, inner->str);
+    }
+    g_string_append(outer, "--out--\r\n");
+    g_string_free(inner, TRUE);
+    *len = outer->len;
+    return g_string_free(outer, FALSE);
+}
+
+/*
+ * A limit hit inside a sub-message parsed from an encoded message/rfc822
+ * part reaches the message (issue 14, defect 1): with max_parts 10 the
+ * boundary-like line budget is 4 * 10 + 1024; 1100 padding lines inside the
+ * base64-encoded forward cut its parse short, so after.bin is never walked
+ * and the message must say MIME_LIMIT_PARTS. Controls: without padding
+ * after.bin is walked and no limit is hit; padded but not encoded, the outer
+ * parse is cut and says so.
+ */
+static void
+test_encoded_rfc822_limits(void **state)
+{
+    static const struct {
+        int npad, encoded;
+        unsigned limits;
+        int after_seen;
+    } cases[] = {
+        {1100, 1, MIME_LIMIT_PARTS, 0},
+        {10, 1, 0, 1},
+        {1100, 0, MIME_LIMIT_PARTS, 0},
+    };
+    (void)state;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct parts ps = {0};
+        char err[256] = "";
+        size_t len;
+        char *raw = padded_forward(cases[i].npad, cases[i].encoded, &len);
+        struct mime_msg *m = mime_parse_mem(raw, len, 0, 10, err, sizeof(err));
+        int seen = 0;
+
+        assert_non_null(m);
+        assert_int_equal(mime_walk(m, collect, &ps), 0);
+        for (int k = 0; k < ps.n; k++)
+            seen |= ps.v[k].filename && strcmp(ps.v[k].filename, "after.bin") == 0;
+        if (mime_limits_hit(m) != cases[i].limits || seen != cases[i].after_seen)
+            fail_msg("case %zu (pad %d, encoded %d): limits %u (want %u), after.bin %s", i,
+                     cases[i].npad, cases[i].encoded, mime_limits_hit(m), cases[i].limits,
+                     seen ? "walked" : "not walked");
+        mime_free(m);
+        parts_free(&ps);
+        g_free(raw);
+    }
+}
+
 static void
 test_missing_closing_boundary(void **state)
 {
@@ -1031,6 +1112,7 @@ main(void)
         cmocka_unit_test(test_binhex),
         cmocka_unit_test(test_nested_rfc822),
         cmocka_unit_test(test_encoded_rfc822),
+        cmocka_unit_test(test_encoded_rfc822_limits),
         cmocka_unit_test(test_missing_closing_boundary),
         cmocka_unit_test(test_bad_base64),
         cmocka_unit_test(test_base64_decode),

@@ -237,6 +237,9 @@ struct dialogue {
 
 #define NULIN "EHLO c\r\n\r\nNO\0OP\r\nNOOP\r\nQUIT\r\n"
 
+#define SIZE_HUGE "SIZE=123456789012345678901234567890"
+#define BAD_SIZE "555 5.5.4 Unsupported option: SIZE\r\n"
+
 static struct dialogue dialogues[] = {
     {.name = "quit", .in = "QUIT\r\n", .out = GREETING BYE, .events = "C"},
     {.name = "quit stops input",
@@ -335,6 +338,28 @@ static struct dialogue dialogues[] = {
     {.name = "MAIL SIZE= over the limit",
      .in = "EHLO c\r\nMAIL FROM:<a@x> SIZE=10001\r\nMAIL FROM:<a@x> SIZE=10000\r\nQUIT\r\n",
      .out = GREETING EHLO_REPLY TOO_BIG OK_MAIL BYE,
+     .events = "C"},
+    /*
+     * SIZE without '=' or without a value is a bad parameter (555, counted as
+     * an error), whatever bytes an earlier, longer line left in the buffer
+     * and however the bytes were chunked; only a well-formed SIZE=digits
+     * beyond int64 is "too big" (552, not an error). max_errors 3: the third
+     * 555 ends the session, so each one must be counted.
+     */
+    {.name = "MAIL SIZE without '=' or value: 555, counted",
+     .in = "EHLO c\r\nMAIL FROM:<a@x> " SIZE_HUGE "\r\nMAIL FROM:<a@x> SIZE 123\r\n"
+           "MAIL FROM:<a@x> " SIZE_HUGE "\r\nMAIL FROM:<a@x> SIZE\r\n"
+           "MAIL FROM:<a@x> SIZE=1 SIZE=2\r\nNOOP\r\n",
+     .out = GREETING EHLO_REPLY TOO_BIG BAD_SIZE TOO_BIG BAD_SIZE BAD_SIZE
+     "421 4.7.0 " HOST " Error: too many errors\r\n",
+     .events = "C",
+     .left = 6,
+     .max_errors = 3},
+    {.name = "MAIL SIZE alone after a longer line",
+     .in = "EHLO c\r\nNOOP xxxxxxxxxxxxxxxx12345678901234567890123\r\n"
+           "MAIL FROM:<a@x> SIZE\r\nMAIL FROM:<a@x> SIZE \r\nMAIL FROM:<a@x> SIZE=\r\n"
+           "MAIL FROM:<a@x> SIZE=99999999999999999999999\r\nQUIT\r\n",
+     .out = GREETING EHLO_REPLY OK_GEN BAD_SIZE BAD_SIZE BAD_SIZE TOO_BIG BYE,
      .events = "C"},
     {.name = "too many recipients",
      .in = "EHLO c\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b1@y>\r\nRCPT TO:<b2@y>\r\nRCPT TO:<b3@y>\r\n"

@@ -99,3 +99,70 @@ def gzip_bomb(size):
     out = [c.compress(blk) for _ in range(size >> 20)]
     out.append(c.flush())
     return b"".join(out)
+
+
+def zip_of_zeros(name, size):
+    """A zip whose one deflated member is size zeros (honest headers)."""
+    b = io.BytesIO()
+    with zipfile.ZipFile(b, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+        with z.open(name, "w", force_zip64=size >= 1 << 31) as f:
+            blk = bytes(1 << 20)
+            for _ in range(size >> 20):
+                f.write(blk)
+            f.write(bytes(size & ((1 << 20) - 1)))
+    return b.getvalue()
+
+
+def padded_forward(attachment, name, npad, enc="base64"):
+    """Issue 14 defect 1: a message forwarding (message/rfc822, sent with
+    Content-Transfer-Encoding enc: "base64", "quoted-printable" or None for
+    as is) a message whose text part holds npad boundary-like lines
+    ("--pad N") before the attachment (base64, application/zip). The lines
+    push the attachment past the MIME parser's boundary budget (about 5,000
+    lines with max_mime_parts = 1000), so it is never walked."""
+    import base64
+    import quopri
+    crlf = "\r\n"
+    inner = crlf.join([
+        "From: Forwarder <fwd@example.net>",
+        "To: Rcpt <rcpt@example.org>",
+        "Subject: the files",
+        "MIME-Version: 1.0",
+        'Content-Type: multipart/mixed; boundary="inner_b"',
+        "",
+        "--inner_b",
+        "Content-Type: text/plain; charset=us-ascii",
+        "",
+        "Figures below.",
+    ] + ["--pad %d" % i for i in range(npad)] + [
+        "--inner_b",
+        'Content-Type: application/zip; name="%s"' % name,
+        'Content-Disposition: attachment; filename="%s"' % name,
+        "Content-Transfer-Encoding: base64",
+        "",
+        base64.encodebytes(attachment).decode().replace("\n", crlf).rstrip(crlf),
+        "--inner_b--",
+        "",
+    ]).encode()
+    if enc == "base64":
+        body = base64.encodebytes(inner).replace(b"\n", b"\r\n")
+    elif enc == "quoted-printable":
+        body = quopri.encodestring(inner).replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    else:
+        body = inner
+    head = crlf.join([
+        "From: Sender <sender@example.com>",
+        "To: Rcpt <rcpt@example.org>",
+        "Subject: Fwd: the files",
+        "MIME-Version: 1.0",
+        'Content-Type: multipart/mixed; boundary="outer_b"',
+        "",
+        "--outer_b",
+        "Content-Type: text/plain; charset=us-ascii",
+        "",
+        "Forwarded message attached.",
+        "--outer_b",
+        'Content-Type: message/rfc822; name="fwd.eml"',
+        "Content-Disposition: attachment; filename=\"fwd.eml\"",
+    ] + (["Content-Transfer-Encoding: %s" % enc] if enc else []) + ["", ""])
+    return head.encode() + body + b"\r\n--outer_b--\r\n"

@@ -29,7 +29,8 @@ import time
 import zipfile
 import zlib
 
-from corpus_archives import EICAR, encrypted_zip, gzip_bomb, targz_of, uuencode, zip_of
+from corpus_archives import (EICAR, encrypted_zip, gzip_bomb, padded_forward, targz_of, uuencode,
+                             zip_of, zip_of_zeros)
 
 TESTFILES = "/usr/share/clamav-testfiles"
 BOMB_SIZE = 1 << 30  # 1 GiB of zeros expanded
@@ -193,6 +194,18 @@ def build(outdir):
              lying_zip("notes.txt", 100000, 64 << 20))]))
     put("gzbomb.eml", "limit", "zeros.gz",
         message("gzip bomb", [("application/gzip", "zeros.gz", "base64", gzip_bomb(BOMB_SIZE))]))
+
+    # Issue 14 defect 1: a zip with a 300 MiB member in a forwarded message
+    # padded with 6,000 boundary-like lines, sent base64 or QP encoded: the
+    # zip is past the MIME parser's budget, never walked, and the limit must
+    # reach the verdict (it was lost, the message scanned clean). Unpadded
+    # it is walked and its member's declared size is the finding.
+    z300 = zip_of_zeros("big.bin", 300 << 20)
+    put("fwd-padded-b64.eml", "limit", "message", padded_forward(z300, "big.zip", 6000))
+    put("fwd-padded-qp.eml", "limit", "message",
+        padded_forward(z300, "big.zip", 6000, "quoted-printable"))
+    put("fwd-padded-plain.eml", "limit", "message", padded_forward(z300, "big.zip", 6000, None))
+    put("fwd-b64.eml", "limit", "big.zip/big.bin", padded_forward(z300, "big.zip", 10))
 
     # Benchmark material: a ~200 KB zip of mixed text, and the same zip in a zip.
     rnd = hashlib.sha256(b"scanrelay").digest()
