@@ -21,7 +21,7 @@
  * (WAL readers do not block the writer nor wait for it), under its own
  * mutex. msglog_open_ro opens only that one (the CLI).
  *
- * Searching. Keys are folded by qfold (qdb.h): sender_key, subject_key and
+ * Searching. Keys are folded by textfold (lib/textfold.h): sender_key, subject_key and
  * the per-recipient rows in msg_rcpt; exact address and ID lookups use
  * indexes; globs use SQLite GLOB on the folded key (an index range when
  * the pattern starts with a literal).
@@ -39,6 +39,7 @@
 #include "log.h"
 #include "msglog.h"
 #include "qdb.h"
+#include "textfold.h"
 
 #define PURGE_TXN 500
 #define WRITER_CACHE_KB "32768" /* page cache of the writer connection */
@@ -411,7 +412,7 @@ static int
 write_row(struct msglog *log, const struct msglog_row *r)
 {
     sqlite3_stmt *st = log->ws[W_INSERT];
-    char *skey = qfold(r->sender), *subkey = qfold(r->subject);
+    char *skey = textfold(r->sender), *subkey = textfold(r->subject);
     char *rcpts = qjoin(r->rcpts, r->nrcpt, '\n');
     int rc = -1, k;
 
@@ -445,7 +446,7 @@ write_row(struct msglog *log, const struct msglog_row *r)
 
     st = log->ws[W_RCPT];
     for (size_t i = 0; i < r->nrcpt; i++) {
-        char *ak = qfold(r->rcpts[i]);
+        char *ak = textfold(r->rcpts[i]);
         if (ak == NULL)
             goto done;
         sqlite3_bind_int64(st, 1, n);
