@@ -17,10 +17,10 @@
 
 #include "verdict.h"
 
-static const char *const kind_names[] = {"clean",     "error", "limit", "encrypted",
-                                         "virus",     "policy", "spam"};
-static const char *const kind_words[] = {"clean",  "error",  "policy", "policy",
-                                         "virus",  "policy", "spam"};
+static const char *const kind_names[] = {"clean", "error",  "limit", "encrypted",
+                                         "virus", "policy", "spam"};
+static const char *const kind_words[] = {"clean", "error",  "policy", "policy",
+                                         "virus", "policy", "spam"};
 #define NKINDS (sizeof(kind_names) / sizeof(kind_names[0]))
 
 const char *

@@ -1,4 +1,5 @@
-/* verdict.h - findings of the checkers, and the composer that turns them into one action (see verdict.c). */
+/* verdict.h - findings of the checkers, and the composer that turns them into one action (see
+ * verdict.c). */
 #ifndef SR_VERDICT_H
 #define SR_VERDICT_H
 
@@ -23,22 +24,23 @@ enum scan_kind {
 };
 /* "clean", "error", "limit", "encrypted", "virus", "policy", "spam". */
 const char *scan_kind_name(enum scan_kind k);
-/* The log line's result=: "clean", "error", "policy" (limit, encrypted, policy), "virus", "spam". */
+/* The log line's result=: "clean", "error", "policy" (limit, encrypted, policy), "virus", "spam".
+ */
 const char *scan_result_word(enum scan_kind k);
 
 /* One thing a checker found. */
 struct scan_finding {
-    const char *checker;   /* static: "virus", "limits", "scan"; later "policy", "spam" */
-    char *rule;            /* the rule whose action it carries: "virus", "file_size",
-                              "declared_size", "mime_parts", "encrypted", "error", ... */
+    const char *checker; /* static: "virus", "limits", "scan"; later "policy", "spam" */
+    char *rule;          /* the rule whose action it carries: "virus", "file_size",
+                            "declared_size", "mime_parts", "encrypted", "error", ... */
     enum scan_kind kind;
     enum sr_action action; /* what the rule asks for (from its config) */
     int has_score;
-    double score;          /* when has_score */
-    char *name;            /* virus name, rule, "encrypted", or the error text */
-    char *location;        /* "invoice.zip/docs/a.exe"; the part path; "message"; a header */
-    int part;              /* MIME part index (1-based), 0 = the message as a whole */
-    int64_t value, limit;  /* limit rules: value reached and threshold */
+    double score;         /* when has_score */
+    char *name;           /* virus name, rule, "encrypted", or the error text */
+    char *location;       /* "invoice.zip/docs/a.exe"; the part path; "message"; a header */
+    int part;             /* MIME part index (1-based), 0 = the message as a whole */
+    int64_t value, limit; /* limit rules: value reached and threshold */
 };
 
 /* A score threshold: a total score of at least score asks for action. */

@@ -61,6 +61,8 @@ def stopped_case(ctx, d, sink, msg, what, location=None, name=su.EICAR_NAME):
             % (what, line.get("result"), line))
     h.check(line.get("virus", "").startswith(name),
             "%s: log virus=%r, expected %s...: %s" % (what, line.get("virus"), name, line))
+    h.check(line.get("rule") == "virus", "%s: log rule=%r, expected virus: %s"
+            % (what, line.get("rule"), line))
     if location is not None:
         part = su.parse_log_part(line.line)
         h.check(part == location, "%s: log part=%r, expected %r: %s"

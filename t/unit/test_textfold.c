@@ -22,10 +22,13 @@ static const struct fold_case cases[] = {
     {"", ""},
     {"Code Name", "code name"},
     {"ALL CAPS 123 *?[x]", "all caps 123 *?[x]"},
-    {"\xef\xbc\xa3\xef\xbc\xaf\xef\xbc\xa4\xef\xbc\xa5", "code"},      /* ＣＯＤＥ: NFKC */
-    {"Stra\xc3\x9f" "e", "strasse"},                                    /* ß casefolds to ss */
-    {"\xc3\x89T\xc3\x89", "\xc3\xa9t\xc3\xa9"},                         /* ÉTÉ -> été */
-    {"\xef\xbe\x83\xef\xbd\xbd\xef\xbe\x84", "\xe3\x83\x86\xe3\x82\xb9\xe3\x83\x88"}, /* ﾃｽﾄ -> テスト */
+    {"\xef\xbc\xa3\xef\xbc\xaf\xef\xbc\xa4\xef\xbc\xa5", "code"}, /* ＣＯＤＥ: NFKC */
+    {"Stra\xc3\x9f"
+     "e",
+     "strasse"},                                /* ß casefolds to ss */
+    {"\xc3\x89T\xc3\x89", "\xc3\xa9t\xc3\xa9"}, /* ÉTÉ -> été */
+    {"\xef\xbe\x83\xef\xbd\xbd\xef\xbe\x84",
+     "\xe3\x83\x86\xe3\x82\xb9\xe3\x83\x88"}, /* ﾃｽﾄ -> テスト */
     {"\xef\xbc\x8a\xe8\xa6\x8b\xe7\xa9\x8d", "*\xe8\xa6\x8b\xe7\xa9\x8d"}, /* fullwidth * -> * */
     {"Caf\xe9 BAD\xff", "caf\xe9 bad\xff"}, /* invalid UTF-8: bytewise, ASCII letters only */
 };
