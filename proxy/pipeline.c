@@ -183,7 +183,7 @@ first_of(const struct msg_tx *tx, int cls)
     return NULL;
 }
 
-/* ", virus=NAME, rule=RULE, part=LOCATION" when the verdict found something. */
+/* ", virus=NAME, rule=RULE, score=S, part=LOCATION" when the verdict found something. */
 struct details {
     char s[600];
 };
@@ -200,6 +200,8 @@ verdict_details(const struct msg_tx *tx)
         o += (size_t)snprintf(d.s + o, sizeof(d.s) - o, ", virus=%.200s", r->virus);
     if (r->rule && o < sizeof(d.s))
         o += (size_t)snprintf(d.s + o, sizeof(d.s) - o, ", rule=%.60s", r->rule);
+    if (r->has_score && o < sizeof(d.s))
+        o += (size_t)snprintf(d.s + o, sizeof(d.s) - o, ", score=%.2f", r->score);
     if (r->location && o < sizeof(d.s))
         snprintf(d.s + o, sizeof(d.s) - o, ", part=%.300s", r->location);
     return d;
