@@ -34,12 +34,10 @@
 
 /*
  * Action keys. lib/ knows nothing of mail: the words ("discard", "tag"...)
- * are parsed by a hook the scan layer registers (scan/action.h), which
- * turns each into its own code; config.c keeps the code as an int. A key
- * not set in the file holds ACTION_UNSET until copy-out, where its default
- * word goes through the same hook.
+ * are string options, checked as they are read by a hook the scan layer
+ * registers (scan/action.h); at copy-out the same hook turns each word,
+ * the default included, into its code, which config.c keeps as an int.
  */
-#define ACTION_UNSET (-1L)
 static config_action_fn action_fn;
 
 void
@@ -131,33 +129,35 @@ cb_count(cfg_t *cfg, cfg_opt_t *opt, const char *value, void *result)
     return 0;
 }
 
+/* Validating callback of an action key: the word, checked by the hook, as it is read. */
 static int
-cb_action(cfg_t *cfg, cfg_opt_t *opt, const char *value, void *result)
+cb_action(cfg_t *cfg, cfg_opt_t *opt)
 {
+    const char *word = cfg_opt_getnstr(opt, cfg_opt_size(opt) - 1);
     char why[200] = "";
     int code;
+
     if (action_fn == NULL) {
         cfg_error(cfg, "'%s': no action parser registered", opt->name);
         return -1;
     }
-    if (action_fn(opt->name, value, &code, why, sizeof(why)) < 0) {
-        cfg_error(cfg, "bad action '%s' for '%s' (%s)", value, opt->name, why);
+    if (word == NULL || action_fn(opt->name, word, &code, why, sizeof(why)) < 0) {
+        cfg_error(cfg, "bad action '%s' for '%s' (%s)", word ? word : "", opt->name, why);
         return -1;
     }
-    *(long *)result = (long)code;
     return 0;
 }
 
 #define SIZE(n, d) CFG_INT_CB(n, d, CFGF_NONE, cb_size)
 #define DUR(n, d) CFG_INT_CB(n, d, CFGF_NONE, cb_duration)
 #define COUNT(n, d) CFG_INT_CB(n, d, CFGF_NONE, cb_count)
-#define ACTION(n) CFG_INT_CB(n, ACTION_UNSET, CFGF_NONE, cb_action)
+#define ACTION(n, d) CFG_STR(n, d, CFGF_NONE)
 #define K 1024L
 #define M (1024L * 1024L)
 
 static cfg_opt_t virus_opts[] = {
     CFG_STR("database_directory", "/var/lib/clamav", CFGF_NONE),
-    ACTION("action"),
+    ACTION("action", "discard"),
     DUR("check_interval", 60),
     SIZE("max_scan_size", 100 * M),
     SIZE("max_file_size", 25 * M),
@@ -176,21 +176,21 @@ static cfg_opt_t scan_opts[] = {
     COUNT("max_mime_depth", 20),
     COUNT("max_mime_parts", 1000),
     SIZE("message_size_limit", 0),
-    ACTION("message_size_action"),
+    ACTION("message_size_action", "reject"),
     SIZE("file_size_limit", 100 * M),
-    ACTION("file_size_action"),
+    ACTION("file_size_action", "quarantine"),
     SIZE("total_size_limit", 500 * M),
-    ACTION("total_size_action"),
+    ACTION("total_size_action", "quarantine"),
     COUNT("archive_files_limit", 1000),
-    ACTION("archive_files_action"),
+    ACTION("archive_files_action", "quarantine"),
     COUNT("archive_depth_limit", 8),
-    ACTION("archive_depth_action"),
+    ACTION("archive_depth_action", "quarantine"),
     COUNT("compression_ratio_limit", 250),
-    ACTION("compression_ratio_action"),
+    ACTION("compression_ratio_action", "quarantine"),
     COUNT("recipients_limit", 0),
-    ACTION("recipients_action"),
-    ACTION("encrypted_action"),
-    ACTION("error_action"),
+    ACTION("recipients_action", "reject"),
+    ACTION("encrypted_action", "tag"),
+    ACTION("error_action", "defer"),
     CFG_END(),
 };
 
@@ -329,37 +329,44 @@ resolve_path(const char *dir, const char *p)
     return r;
 }
 
-/* An action key's code: from the file, else its default word, through the hook. */
+/* An action key's code: its word (from the file or the default) through the hook. */
 static int
-get_action(cfg_t *sec, const char *key, const char *dflt, int *out, const char *path, char *err,
-           size_t errlen)
+get_action(cfg_t *sec, const char *key, int *out, const char *path, char *err, size_t errlen)
 {
-    long v = cfg_getint(sec, key);
+    const char *word = cfg_getstr(sec, key);
     char why[200] = "";
-    int code;
 
-    if (v != ACTION_UNSET) {
-        *out = (int)v;
-        return 0;
-    }
-    if (action_fn == NULL || action_fn(key, dflt, &code, why, sizeof(why)) < 0) {
-        snprintf(err, errlen, "%s: '%s': default action '%s' not accepted%s%s", path, key, dflt,
-                 action_fn ? ": " : " (no action parser registered)", why);
+    if (action_fn == NULL || word == NULL || action_fn(key, word, out, why, sizeof(why)) < 0) {
+        snprintf(err, errlen, "%s: '%s': action '%s' not accepted%s%s", path, key,
+                 word ? word : "", action_fn ? ": " : " (no action parser registered)", why);
         return -1;
     }
-    *out = code;
     return 0;
 }
 
 static int
-get_rule(cfg_t *sec, const char *base, const char *dflt, struct sr_limit_rule *r,
-         const char *path, char *err, size_t errlen)
+get_rule(cfg_t *sec, const char *base, struct sr_limit_rule *r, const char *path, char *err,
+         size_t errlen)
 {
     char key[64];
     snprintf(key, sizeof(key), "%s_limit", base);
     r->threshold = cfg_getint(sec, key);
     snprintf(key, sizeof(key), "%s_action", base);
-    return get_action(sec, key, dflt, &r->action, path, err, errlen);
+    return get_action(sec, key, &r->action, path, err, errlen);
+}
+
+/* The validating callback on every action key of a section's options. */
+static void
+validate_actions(cfg_t *cfg, const char *sec, const cfg_opt_t *opts)
+{
+    char name[128];
+    for (const cfg_opt_t *o = opts; o->name; o++) {
+        size_t n = strlen(o->name);
+        if (strcmp(o->name, "action") != 0 && (n < 7 || strcmp(o->name + n - 7, "_action") != 0))
+            continue;
+        snprintf(name, sizeof(name), "%s|%s", sec, o->name);
+        cfg_set_validate_func(cfg, name, cb_action);
+    }
 }
 
 struct sr_config *
@@ -388,6 +395,8 @@ config_load(const char *path, int explicit_path, char *err, size_t errlen)
 
     cfg = cfg_init(top_opts, CFGF_NONE);
     cfg_set_error_function(cfg, cf_errfunc);
+    validate_actions(cfg, "virus", virus_opts);
+    validate_actions(cfg, "scan", scan_opts);
     cf_path = path;
     if (have_file) {
         char *text = read_without_comments(path);
@@ -489,7 +498,7 @@ config_load(const char *path, int explicit_path, char *err, size_t errlen)
 
     cfg_t *v = cfg_getsec(cfg, "virus");
     c->virus.database_directory = resolve_path(dir, cfg_getstr(v, "database_directory"));
-    if (get_action(v, "action", "discard", &c->virus.action, path, err, errlen) < 0)
+    if (get_action(v, "action", &c->virus.action, path, err, errlen) < 0)
         goto bad;
     c->virus.check_interval = cfg_getint(v, "check_interval");
     c->virus.max_scan_size = cfg_getint(v, "max_scan_size");
@@ -520,16 +529,15 @@ config_load(const char *path, int explicit_path, char *err, size_t errlen)
     c->scan.timeout = cfg_getint(s, "timeout");
     c->scan.max_mime_depth = cfg_getint(s, "max_mime_depth");
     c->scan.max_mime_parts = cfg_getint(s, "max_mime_parts");
-    if (get_rule(s, "message_size", "reject", &c->scan.message_size, path, err, errlen) < 0 ||
-        get_rule(s, "file_size", "quarantine", &c->scan.file_size, path, err, errlen) < 0 ||
-        get_rule(s, "total_size", "quarantine", &c->scan.total_size, path, err, errlen) < 0 ||
-        get_rule(s, "archive_files", "quarantine", &c->scan.archive_files, path, err, errlen) < 0 ||
-        get_rule(s, "archive_depth", "quarantine", &c->scan.archive_depth, path, err, errlen) < 0 ||
-        get_rule(s, "compression_ratio", "quarantine", &c->scan.compression_ratio, path, err,
-                 errlen) < 0 ||
-        get_rule(s, "recipients", "reject", &c->scan.recipients, path, err, errlen) < 0 ||
-        get_action(s, "encrypted_action", "tag", &c->scan.encrypted_action, path, err, errlen) < 0 ||
-        get_action(s, "error_action", "defer", &c->scan.error_action, path, err, errlen) < 0)
+    if (get_rule(s, "message_size", &c->scan.message_size, path, err, errlen) < 0 ||
+        get_rule(s, "file_size", &c->scan.file_size, path, err, errlen) < 0 ||
+        get_rule(s, "total_size", &c->scan.total_size, path, err, errlen) < 0 ||
+        get_rule(s, "archive_files", &c->scan.archive_files, path, err, errlen) < 0 ||
+        get_rule(s, "archive_depth", &c->scan.archive_depth, path, err, errlen) < 0 ||
+        get_rule(s, "compression_ratio", &c->scan.compression_ratio, path, err, errlen) < 0 ||
+        get_rule(s, "recipients", &c->scan.recipients, path, err, errlen) < 0 ||
+        get_action(s, "encrypted_action", &c->scan.encrypted_action, path, err, errlen) < 0 ||
+        get_action(s, "error_action", &c->scan.error_action, path, err, errlen) < 0)
         goto bad;
 
     cfg_t *q = cfg_getsec(cfg, "queue");
