@@ -545,6 +545,26 @@ def test_scan_timeout_error_action(ctx):
     h.check(not errs, "\n  ".join(errs))
 
 
+# ---------------------------------------------------------------- scan thread log lines
+
+def test_scan_thread_lines_carry_qid(ctx):
+    """A line written by a scan thread (with debug = yes, the note about an
+    archive libarchive cannot read to its end) carries the queue ID of the
+    message, like the message's own log line."""
+    sink = h.SmtpSink(ctx)
+    d = su.scanning_daemon(ctx, sink.port, debug=raw("yes"))
+    z = su.zip_of([("a.txt", su.TEXT * 50), ("b.txt", su.TEXT * 50)])
+    msg = su.mime_message([su.text_part(), su.attachment("broken.zip", z[:len(z) // 2],
+                                                         "application/zip")])
+    mark = d.log_mark()
+    tx = su.send(d.port, msg)
+    su.expect_final(tx, 250, "half a zip")
+    line = d.wait_message_logs(lambda x: True, 1, 10, mark)[0]
+    m = d.wait_log(r"scanrelayd\[\d+\]: (\S+): scan: broken\.zip\S*: archive not fully readable",
+                   10, mark)
+    h.check_eq(m.group(1), line.qid, "ID on the scan thread's line")
+
+
 # ---------------------------------------------------------------- Japanese names
 
 def test_japanese_filename_in_log(ctx):
