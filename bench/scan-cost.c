@@ -66,6 +66,7 @@ main(int argc, char **argv)
     n = argc - 3;
     if (getenv("TZ") == NULL)
         setenv("TZ", ":/etc/localtime", 0); /* as scanrelayd does */
+    sr_action_register();
     if ((c = config_load(argv[1], 1, err, sizeof(err))) == NULL ||
         engine_global_init(err, sizeof(err)) < 0) {
         fprintf(stderr, "scan-cost: %s\n", err);

@@ -3,15 +3,16 @@
  * (state_directory/messages.db, quarantine/msglog.h), read-only.
  *
  *   scanrelay log [--from A] [--to A] [--subject GLOB] [--id QID]
- *        [--message-id MID] [--verdict V] [--action A] [--since T]
- *        [--until T] [--limit N]
+ *        [--message-id MID] [--verdict V] [--action A] [--rule NAME]
+ *        [--since T] [--until T] [--limit N]
  *   scanrelay stats [--days N] [--by hour|day] [--top N]
  *
  * log prints one line per message, newest first, in the layout of the
  * daemon's log lines (QUEUEID: from=<>, to=<>, size=, client=, result=,
- * virus=, score=, action=, relay=, delay=, delays=, dsn=, status=) plus
+ * virus=, rule=, score=, action=, relay=, delay=, delays=, dsn=, status=) plus
  * subject and message-id; --limit defaults to 100 (0: all). Filters and
- * times as in "scanrelay quarantine list" (cmd_quarantine.c).
+ * times as in "scanrelay quarantine list" (cmd_quarantine.c); --rule
+ * matches the deciding rule of the verdict exactly.
  *
  * stats prints totals per hour or per local day over the last N days
  * (default 7, by day; 1 or 2 days default to by hour) from the hourly
@@ -96,6 +97,8 @@ log_json(const struct msglog_row *r)
     jstr(stdout, r->action);
     fputs(", \"virus\": ", stdout);
     jstr(stdout, r->virus);
+    fputs(", \"rule\": ", stdout);
+    jstr(stdout, r->rule);
     printf(", \"score\": %.2f, \"delay\": %.3f, \"delays\": ", r->score, r->delay);
     jstr(stdout, r->delays);
     fputs(", \"relay\": ", stdout);
@@ -140,6 +143,7 @@ log_cb(void *arg, const struct msglog_row *r)
     kv("client", r->client);
     kv("result", r->verdict);
     kv("virus", r->virus);
+    kv("rule", r->rule);
     if (r->score != 0) {
         snprintf(num, sizeof(num), "%.2f", r->score);
         kv("score", num);
@@ -162,8 +166,8 @@ static void
 log_usage(void)
 {
     fprintf(stderr, "usage: scanrelay [-j] log [--from A] [--to A] [--subject GLOB] [--id QID] "
-                    "[--message-id MID] [--verdict V] [--action A] [--since T] [--until T] "
-                    "[--limit N]\n");
+                    "[--message-id MID] [--verdict V] [--action A] [--rule NAME] [--since T] "
+                    "[--until T] [--limit N]\n");
 }
 
 int
@@ -196,6 +200,8 @@ cmd_log(struct cli_opts *o, int argc, char **argv)
             f.verdict = val;
         else if (strcmp(opt, "--action") == 0)
             f.action = val;
+        else if (strcmp(opt, "--rule") == 0)
+            f.rule = val;
         else if (strcmp(opt, "--since") == 0 || strcmp(opt, "--until") == 0) {
             if (qcli_parse_time(val, now, opt[2] == 's' ? &f.since : &f.until) < 0) {
                 fprintf(stderr,

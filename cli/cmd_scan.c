@@ -5,9 +5,11 @@
  * Loads the signature databases of virus.database_directory (or -d DIR),
  * reads the message from FILE or standard input, runs scan_message() (the
  * daemon's code path) and prints the verdict, the action the daemon would
- * take, the header fields it would add, each MIME part (decoded name, type,
- * size), each finding with its location and the limits hit. -j prints one
- * JSON object instead. -r N gives the recipient count for the recipients
+ * take, the deciding rule, the header fields it would add, each MIME part
+ * (decoded name, type, size), every finding with its checker, rule, kind,
+ * action and location, and the limits hit. -j prints one JSON object
+ * instead ("rule", "checker"; each finding with "checker", "rule", "kind",
+ * "name", "location", "part", "action", and "score" when it has one). -r N gives the recipient count for the recipients
  * rule.
  *
  * Exit status: 0 clean, 1 flagged (virus, encrypted, limit), 2 error (no
@@ -53,6 +55,12 @@ print_json(FILE *f, const char *file, const struct scan_result *r)
     fprintf(f, ",\"verdict\":\"%s\",\"result\":\"%s\",\"action\":\"%s\",\"virus\":",
             scan_kind_name(r->kind), r->result, sr_action_name(r->action));
     jstr(f, r->virus);
+    fputs(",\"rule\":", f);
+    jstr(f, r->rule);
+    fputs(",\"checker\":", f);
+    jstr(f, r->checker);
+    if (r->has_score)
+        fprintf(f, ",\"score\":%.2f", r->score);
     fputs(",\"location\":", f);
     jstr(f, r->location);
     fputs(",\"reason\":", f);
@@ -80,11 +88,17 @@ print_json(FILE *f, const char *file, const struct scan_result *r)
     fputs("],\"findings\":[", f);
     for (size_t i = 0; i < r->nfindings; i++) {
         const struct scan_finding *x = &r->findings[i];
-        fprintf(f, "%s{\"kind\":\"%s\",\"name\":", i ? "," : "", scan_kind_name(x->kind));
+        fprintf(f, "%s{\"checker\":", i ? "," : "");
+        jstr(f, x->checker);
+        fputs(",\"rule\":", f);
+        jstr(f, x->rule);
+        fprintf(f, ",\"kind\":\"%s\",\"name\":", scan_kind_name(x->kind));
         jstr(f, x->name);
         fputs(",\"location\":", f);
         jstr(f, x->location);
         fprintf(f, ",\"part\":%d,\"action\":\"%s\"", x->part, sr_action_name(x->action));
+        if (x->has_score)
+            fprintf(f, ",\"score\":%.2f", x->score);
         if (x->kind == SCAN_LIMIT)
             fprintf(f, ",\"value\":%lld,\"limit\":%lld", (long long)x->value, (long long)x->limit);
         fputc('}', f);
@@ -111,6 +125,8 @@ print_text(FILE *f, const char *file, const struct scan_result *r)
     fprintf(f, "%s: %s (action %s)\n", file, scan_kind_name(r->kind), sr_action_name(r->action));
     if (r->reason)
         fprintf(f, "reason: %s\n", r->reason);
+    if (r->rule)
+        fprintf(f, "rule: %s (checker %s)\n", r->rule, r->checker ? r->checker : "?");
     for (size_t i = 0; i < r->nheaders; i++)
         fprintf(f, "%s\n", r->headers[i]);
     fprintf(f, "parts:\n");
@@ -121,25 +137,27 @@ print_text(FILE *f, const char *file, const struct scan_result *r)
                 p->decode_error ? "  (decode error)" : "", p->embedded ? "  (embedded)" : "",
                 p->kind != SCAN_CLEAN ? "  <-" : "");
     }
-    int nf = 0, nl = 0;
-    for (size_t i = 0; i < r->nfindings; i++) {
-        if (r->findings[i].kind == SCAN_LIMIT)
-            nl++;
-        else
-            nf++;
-    }
-    if (nf) {
+    if (r->nfindings)
         fprintf(f, "findings:\n");
-        for (size_t i = 0; i < r->nfindings; i++) {
-            const struct scan_finding *x = &r->findings[i];
-            if (x->kind == SCAN_LIMIT)
-                continue;
-            if (x->kind == SCAN_VIRUS)
-                fprintf(f, "  %s: %s\n", x->location, x->name);
-            else
-                fprintf(f, "  %s: %s (%s)\n", x->location, scan_kind_name(x->kind), x->name);
-        }
+    for (size_t i = 0; i < r->nfindings; i++) {
+        const struct scan_finding *x = &r->findings[i];
+        const char *loc = x->location ? x->location : "message";
+        if (x->kind == SCAN_VIRUS)
+            fprintf(f, "  %s: %s", loc, x->name);
+        else if (x->kind == SCAN_LIMIT)
+            fprintf(f, "  %s: limit %s %lld > %lld", loc, x->name, (long long)x->value,
+                    (long long)x->limit);
+        else
+            fprintf(f, "  %s: %s (%s)", loc, scan_kind_name(x->kind), x->name ? x->name : "");
+        if (x->has_score)
+            fprintf(f, " score %.2f", x->score);
+        fprintf(f, " [checker %s, rule %s, action %s]%s\n", x->checker ? x->checker : "?",
+                x->rule ? x->rule : "?", sr_action_name(x->action),
+                (long)i == r->deciding ? " <- deciding" : "");
     }
+    int nl = 0;
+    for (size_t i = 0; i < r->nfindings; i++)
+        nl += r->findings[i].kind == SCAN_LIMIT;
     if (nl) {
         fprintf(f, "limits hit:\n");
         for (size_t i = 0; i < r->nfindings; i++) {

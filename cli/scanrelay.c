@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "action.h"
 #include "config.h"
 #include "log.h"
 
@@ -42,7 +43,7 @@ static const struct cli_cmd cli_cmds[] = {
      "  quarantine delete ID..."},
     {"log", cmd_log,
      "log [-j] [--from A] [--to A] [--subject GLOB] [--id QID] [--message-id MID]\n"
-     "      [--verdict V] [--action A] [--since T] [--until T] [--limit N]"},
+     "      [--verdict V] [--action A] [--rule NAME] [--since T] [--until T] [--limit N]"},
     {"stats", cmd_stats, "stats [-j] [--days N] [--by hour|day] [--top N]"},
     {NULL, NULL, NULL},
 };
@@ -89,6 +90,7 @@ main(int argc, char **argv)
         cli_usage();
         return 2;
     }
+    sr_action_register();
     o.cfg = config_load(o.config_path, o.config_path != NULL, err, sizeof(err));
     if (o.cfg == NULL) {
         fprintf(stderr, "scanrelay: %s\n", err);

@@ -138,7 +138,7 @@ while read -r sec key type def; do
         DUR) want=$(c_int "$def"); got=$(to_int "$val" dur) ;;
         COUNT | CFG_INT) want=$(c_int "$def"); got=$(to_int "$val" count) ;;
         ACTION)
-            want=$(printf '%s' "${def#SR_ACTION_}" | tr '[:upper:]' '[:lower:]')
+            want=$(printf "%s" "${def#SR_ACTION_}" | tr -d "\"" | tr "[:upper:]" "[:lower:]")
             got=${val//\"/}; [ "$got" = pass ] && got=deliver ;;
         CFG_BOOL)
             case $def in cfg_true) want=yes ;; *) want=no ;; esac

@@ -13,6 +13,12 @@
  * config file's folder. With no config file at the default location the
  * program is "not installed": state, queue and control socket default to
  * ./run/ below the current folder so a build can run in place.
+ *
+ * Action keys (virus.action, scan.*_action) are words this module does
+ * not interpret: config_set_action_parser() registers the hook that
+ * checks and codes them (the scan layer's, scan/action.h); a bad word is
+ * reported with file and line like any bad value. config_load() without a
+ * registered hook fails.
  */
 #include <confuse.h>
 #include <errno.h>
@@ -26,35 +32,18 @@
 #include "config.h"
 #include "xmalloc.h"
 
-static const char *action_names[] = {
-    [SR_ACTION_DELIVER] = "deliver", [SR_ACTION_TAG] = "tag",
-    [SR_ACTION_DISCARD] = "discard", [SR_ACTION_REJECT] = "reject",
-    [SR_ACTION_STRIP] = "strip",     [SR_ACTION_QUARANTINE] = "quarantine",
-    [SR_ACTION_DEFER] = "defer",
-};
+/*
+ * Action keys. lib/ knows nothing of mail: the words ("discard", "tag"...)
+ * are string options, checked as they are read by a hook the scan layer
+ * registers (scan/action.h); at copy-out the same hook turns each word,
+ * the default included, into its code, which config.c keeps as an int.
+ */
+static config_action_fn action_fn;
 
-const char *
-sr_action_name(enum sr_action a)
+void
+config_set_action_parser(config_action_fn fn)
 {
-    if ((size_t)a < sizeof(action_names) / sizeof(action_names[0]) && action_names[a])
-        return action_names[a];
-    return "?";
-}
-
-int
-config_parse_action(const char *s, enum sr_action *out)
-{
-    if (strcmp(s, "pass") == 0) {
-        *out = SR_ACTION_DELIVER;
-        return 0;
-    }
-    for (size_t i = 0; i < sizeof(action_names) / sizeof(action_names[0]); i++) {
-        if (action_names[i] && strcmp(s, action_names[i]) == 0) {
-            *out = (enum sr_action)i;
-            return 0;
-        }
-    }
-    return -1;
+    action_fn = fn;
 }
 
 /* Parse "<digits><suffix>" with the given suffix table; 0 ok, -1 bad. */
@@ -140,29 +129,35 @@ cb_count(cfg_t *cfg, cfg_opt_t *opt, const char *value, void *result)
     return 0;
 }
 
+/* Validating callback of an action key: the word, checked by the hook, as it is read. */
 static int
-cb_action(cfg_t *cfg, cfg_opt_t *opt, const char *value, void *result)
+cb_action(cfg_t *cfg, cfg_opt_t *opt)
 {
-    enum sr_action a;
-    if (config_parse_action(value, &a) < 0) {
-        cfg_error(cfg, "bad action '%s' for '%s' (deliver, tag, discard, reject, strip, "
-                       "quarantine or defer)", value, opt->name);
+    const char *word = cfg_opt_getnstr(opt, cfg_opt_size(opt) - 1);
+    char why[200] = "";
+    int code;
+
+    if (action_fn == NULL) {
+        cfg_error(cfg, "'%s': no action parser registered", opt->name);
         return -1;
     }
-    *(long *)result = (long)a;
+    if (word == NULL || action_fn(opt->name, word, &code, why, sizeof(why)) < 0) {
+        cfg_error(cfg, "bad action '%s' for '%s' (%s)", word ? word : "", opt->name, why);
+        return -1;
+    }
     return 0;
 }
 
 #define SIZE(n, d) CFG_INT_CB(n, d, CFGF_NONE, cb_size)
 #define DUR(n, d) CFG_INT_CB(n, d, CFGF_NONE, cb_duration)
 #define COUNT(n, d) CFG_INT_CB(n, d, CFGF_NONE, cb_count)
-#define ACTION(n, d) CFG_INT_CB(n, d, CFGF_NONE, cb_action)
+#define ACTION(n, d) CFG_STR(n, d, CFGF_NONE)
 #define K 1024L
 #define M (1024L * 1024L)
 
 static cfg_opt_t virus_opts[] = {
     CFG_STR("database_directory", "/var/lib/clamav", CFGF_NONE),
-    ACTION("action", SR_ACTION_DISCARD),
+    ACTION("action", "discard"),
     DUR("check_interval", 60),
     SIZE("max_scan_size", 100 * M),
     SIZE("max_file_size", 25 * M),
@@ -181,21 +176,21 @@ static cfg_opt_t scan_opts[] = {
     COUNT("max_mime_depth", 20),
     COUNT("max_mime_parts", 1000),
     SIZE("message_size_limit", 0),
-    ACTION("message_size_action", SR_ACTION_REJECT),
+    ACTION("message_size_action", "reject"),
     SIZE("file_size_limit", 100 * M),
-    ACTION("file_size_action", SR_ACTION_QUARANTINE),
+    ACTION("file_size_action", "quarantine"),
     SIZE("total_size_limit", 500 * M),
-    ACTION("total_size_action", SR_ACTION_QUARANTINE),
+    ACTION("total_size_action", "quarantine"),
     COUNT("archive_files_limit", 1000),
-    ACTION("archive_files_action", SR_ACTION_QUARANTINE),
+    ACTION("archive_files_action", "quarantine"),
     COUNT("archive_depth_limit", 8),
-    ACTION("archive_depth_action", SR_ACTION_QUARANTINE),
+    ACTION("archive_depth_action", "quarantine"),
     COUNT("compression_ratio_limit", 250),
-    ACTION("compression_ratio_action", SR_ACTION_QUARANTINE),
+    ACTION("compression_ratio_action", "quarantine"),
     COUNT("recipients_limit", 0),
-    ACTION("recipients_action", SR_ACTION_REJECT),
-    ACTION("encrypted_action", SR_ACTION_TAG),
-    ACTION("error_action", SR_ACTION_DEFER),
+    ACTION("recipients_action", "reject"),
+    ACTION("encrypted_action", "tag"),
+    ACTION("error_action", "defer"),
     CFG_END(),
 };
 
@@ -336,14 +331,44 @@ resolve_path(const char *dir, const char *p)
     return r;
 }
 
-static void
-get_rule(cfg_t *sec, const char *base, struct sr_limit_rule *r)
+/* An action key's code: its word (from the file or the default) through the hook. */
+static int
+get_action(cfg_t *sec, const char *key, int *out, const char *path, char *err, size_t errlen)
+{
+    const char *word = cfg_getstr(sec, key);
+    char why[200] = "";
+
+    if (action_fn == NULL || word == NULL || action_fn(key, word, out, why, sizeof(why)) < 0) {
+        snprintf(err, errlen, "%s: '%s': action '%s' not accepted%s%s", path, key,
+                 word ? word : "", action_fn ? ": " : " (no action parser registered)", why);
+        return -1;
+    }
+    return 0;
+}
+
+static int
+get_rule(cfg_t *sec, const char *base, struct sr_limit_rule *r, const char *path, char *err,
+         size_t errlen)
 {
     char key[64];
     snprintf(key, sizeof(key), "%s_limit", base);
     r->threshold = cfg_getint(sec, key);
     snprintf(key, sizeof(key), "%s_action", base);
-    r->action = (enum sr_action)cfg_getint(sec, key);
+    return get_action(sec, key, &r->action, path, err, errlen);
+}
+
+/* The validating callback on every action key of a section's options. */
+static void
+validate_actions(cfg_t *cfg, const char *sec, const cfg_opt_t *opts)
+{
+    char name[128];
+    for (const cfg_opt_t *o = opts; o->name; o++) {
+        size_t n = strlen(o->name);
+        if (strcmp(o->name, "action") != 0 && (n < 7 || strcmp(o->name + n - 7, "_action") != 0))
+            continue;
+        snprintf(name, sizeof(name), "%s|%s", sec, o->name);
+        cfg_set_validate_func(cfg, name, cb_action);
+    }
 }
 
 struct sr_config *
@@ -372,6 +397,8 @@ config_load(const char *path, int explicit_path, char *err, size_t errlen)
 
     cfg = cfg_init(top_opts, CFGF_NONE);
     cfg_set_error_function(cfg, cf_errfunc);
+    validate_actions(cfg, "virus", virus_opts);
+    validate_actions(cfg, "scan", scan_opts);
     cf_path = path;
     if (have_file) {
         char *text = read_without_comments(path);
@@ -475,7 +502,8 @@ config_load(const char *path, int explicit_path, char *err, size_t errlen)
 
     cfg_t *v = cfg_getsec(cfg, "virus");
     c->virus.database_directory = resolve_path(dir, cfg_getstr(v, "database_directory"));
-    c->virus.action = (enum sr_action)cfg_getint(v, "action");
+    if (get_action(v, "action", &c->virus.action, path, err, errlen) < 0)
+        goto bad;
     c->virus.check_interval = cfg_getint(v, "check_interval");
     c->virus.max_scan_size = cfg_getint(v, "max_scan_size");
     c->virus.max_file_size = cfg_getint(v, "max_file_size");
@@ -505,19 +533,16 @@ config_load(const char *path, int explicit_path, char *err, size_t errlen)
     c->scan.timeout = cfg_getint(s, "timeout");
     c->scan.max_mime_depth = cfg_getint(s, "max_mime_depth");
     c->scan.max_mime_parts = cfg_getint(s, "max_mime_parts");
-    get_rule(s, "message_size", &c->scan.message_size);
-    get_rule(s, "file_size", &c->scan.file_size);
-    get_rule(s, "total_size", &c->scan.total_size);
-    get_rule(s, "archive_files", &c->scan.archive_files);
-    get_rule(s, "archive_depth", &c->scan.archive_depth);
-    get_rule(s, "compression_ratio", &c->scan.compression_ratio);
-    get_rule(s, "recipients", &c->scan.recipients);
-    c->scan.encrypted_action = (enum sr_action)cfg_getint(s, "encrypted_action");
-    c->scan.error_action = (enum sr_action)cfg_getint(s, "error_action");
-    if (c->scan.error_action != SR_ACTION_DEFER && c->scan.error_action != SR_ACTION_DELIVER) {
-        snprintf(err, errlen, "%s: scan error_action must be defer or pass", path);
+    if (get_rule(s, "message_size", &c->scan.message_size, path, err, errlen) < 0 ||
+        get_rule(s, "file_size", &c->scan.file_size, path, err, errlen) < 0 ||
+        get_rule(s, "total_size", &c->scan.total_size, path, err, errlen) < 0 ||
+        get_rule(s, "archive_files", &c->scan.archive_files, path, err, errlen) < 0 ||
+        get_rule(s, "archive_depth", &c->scan.archive_depth, path, err, errlen) < 0 ||
+        get_rule(s, "compression_ratio", &c->scan.compression_ratio, path, err, errlen) < 0 ||
+        get_rule(s, "recipients", &c->scan.recipients, path, err, errlen) < 0 ||
+        get_action(s, "encrypted_action", &c->scan.encrypted_action, path, err, errlen) < 0 ||
+        get_action(s, "error_action", &c->scan.error_action, path, err, errlen) < 0)
         goto bad;
-    }
 
     cfg_t *q = cfg_getsec(cfg, "queue");
     c->queue.queue_run_delay = cfg_getint(q, "queue_run_delay");

@@ -5,21 +5,20 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Actions a verdict can take (scan issue). */
-enum sr_action {
-    SR_ACTION_DELIVER = 0, /* pass as is (tagged Clean) */
-    SR_ACTION_TAG,         /* deliver with X-Virus-Status: Infected (...) */
-    SR_ACTION_DISCARD,     /* 250 2.7.0 ... discarded */
-    SR_ACTION_REJECT,      /* 554 5.7.1 */
-    SR_ACTION_STRIP,       /* replace offending part by a notice */
-    SR_ACTION_QUARANTINE,  /* into the quarantine store */
-    SR_ACTION_DEFER,       /* 451 4.3.0 (scan errors only) */
-};
-const char *sr_action_name(enum sr_action a);
+/*
+ * Action keys hold a code given by the hook the scan layer registers
+ * (scan/action.h): lib/ reads the words but does not know what they mean.
+ * The hook gets the key ("action", "file_size_action", "error_action"...)
+ * and the word; it stores the code and returns 0, or returns -1 with the
+ * words it accepts in why (for the file:line message).
+ */
+typedef int (*config_action_fn)(const char *key, const char *word, int *code, char *why,
+                                size_t whylen);
+void config_set_action_parser(config_action_fn fn);
 
 struct sr_config_virus {
     char *database_directory;
-    enum sr_action action;       /* discard */
+    int action;                  /* action code (see above), discard */
     int64_t check_interval;      /* seconds between database directory checks, 60 */
     int64_t max_scan_size;       /* libclamav CL_ENGINE_MAX_SCANSIZE, 100M */
     int64_t max_file_size;       /* CL_ENGINE_MAX_FILESIZE, 25M */
@@ -33,7 +32,7 @@ struct sr_config_virus {
 /* One size rule ("security setting"): 0 threshold = off. */
 struct sr_limit_rule {
     int64_t threshold;
-    enum sr_action action;
+    int action; /* action code (see above) */
 };
 
 struct sr_config_scan {
@@ -50,8 +49,8 @@ struct sr_config_scan {
     struct sr_limit_rule archive_depth;     /* archive nesting */
     struct sr_limit_rule compression_ratio; /* expanded/compressed */
     struct sr_limit_rule recipients;        /* recipients per message */
-    enum sr_action encrypted_action;        /* tag */
-    enum sr_action error_action;            /* defer (451) or deliver (Unchecked) */
+    int encrypted_action;                   /* action code: tag */
+    int error_action;                       /* action code: defer (451) or deliver (Unchecked) */
 };
 
 struct sr_config_queue {
@@ -125,6 +124,5 @@ void config_free(struct sr_config *cfg);
 /* Parsers shared with the CLI and tests; 0 ok, -1 bad. */
 int config_parse_size(const char *s, int64_t *out);
 int config_parse_duration(const char *s, int64_t *out);
-int config_parse_action(const char *s, enum sr_action *out);
 
 #endif

@@ -9,9 +9,13 @@
  * (abort). The *_x variants log the text as given; the others append
  * ": " and strerror(errno), like OpenSMTPD's log.c.
  *
+ * Every line of a thread that set an ID (log_set_id: a scan or side job
+ * sets the queue ID of its message) carries it after the level, as
+ * Postfix and OpenSMTPD lines carry theirs.
+ *
  * Thread safety: every call formats into a local buffer and writes it
  * with one write(2) or syslog(3) call, so lines from scan threads do not
- * interleave. Nothing here allocates.
+ * interleave; the ID is thread-local. Nothing here allocates.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -26,6 +30,7 @@ static const char *log_ident = "scanrelay";
 static int log_stderr = 1;
 static int log_debug_on;
 static int log_journal;
+static _Thread_local char log_id[LOG_ID_MAX];
 
 void
 log_init(const char *ident, int to_stderr)
@@ -49,19 +54,32 @@ log_debug_enabled(void)
     return log_debug_on;
 }
 
+void
+log_set_id(const char *id)
+{
+    snprintf(log_id, sizeof(log_id), "%s", id ? id : "");
+}
+
+const char *
+log_get_id(void)
+{
+    return log_id;
+}
+
 static void
 log_vemit(int pri, const char *prefix, int errnum, const char *fmt, va_list ap)
 {
-    char line[4096];
-    int n = 0;
+    char text[4096], line[4096];
+    size_t idlen = strlen(log_id);
+    int n;
 
-    if (prefix)
-        n = snprintf(line, sizeof(line), "%s", prefix);
-    if (n >= 0 && (size_t)n < sizeof(line)) {
-        int m = vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
-        if (m > 0)
-            n += m;
-    }
+    n = vsnprintf(text, sizeof(text), fmt, ap);
+    if (n < 0)
+        text[0] = '\0';
+    /* The thread's ID, unless the text starts with it anyway. */
+    int with_id = idlen && !(strncmp(text, log_id, idlen) == 0 && text[idlen] == ':');
+    n = snprintf(line, sizeof(line), "%s%s%s%s", prefix ? prefix : "", with_id ? log_id : "",
+                 with_id ? ": " : "", text);
     if (n < 0)
         n = 0;
     if ((size_t)n >= sizeof(line))

@@ -9,6 +9,17 @@
 /* Where lines go: syslog (facility mail) or stderr. */
 void log_init(const char *ident, int to_stderr);
 void log_set_debug(int on);
+/*
+ * The ID every line of the calling thread carries from now on, after the
+ * level ("ID: text", "warning: ID: text"), e.g. the queue ID of the
+ * message a scan thread works on; NULL or "" clears it. Copied (at most
+ * LOG_ID_MAX - 1 bytes); per thread. A line whose text already starts
+ * with "ID: " is not given it twice.
+ */
+#define LOG_ID_MAX 64
+void log_set_id(const char *id);
+/* This thread's ID, "" when none. */
+const char *log_get_id(void);
 int log_debug_enabled(void);
 
 void log_debug(const char *fmt, ...) SR_PRINTF(1, 2);

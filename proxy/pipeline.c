@@ -144,7 +144,8 @@ log_row(const struct msg_tx *tx, const char *reply)
         .verdict = tx->result,
         .action = tx->outcome ? tx->outcome : "relayed",
         .virus = sr ? sr->virus : NULL,
-        .score = 0,
+        .rule = sr ? sr->rule : NULL,
+        .score = sr && sr->has_score ? sr->score : 0,
         .delay = pipeline_now() - tx->t_begin,
         .delays = delays,
         .relay = tx->job.relay_name[0] ? tx->job.relay_name : NULL,
@@ -182,7 +183,7 @@ first_of(const struct msg_tx *tx, int cls)
     return NULL;
 }
 
-/* ", virus=NAME, part=LOCATION" when the verdict found something. */
+/* ", virus=NAME, rule=RULE, score=S, part=LOCATION" when the verdict found something. */
 struct details {
     char s[600];
 };
@@ -197,6 +198,10 @@ verdict_details(const struct msg_tx *tx)
     size_t o = 0;
     if (r->virus)
         o += (size_t)snprintf(d.s + o, sizeof(d.s) - o, ", virus=%.200s", r->virus);
+    if (r->rule && o < sizeof(d.s))
+        o += (size_t)snprintf(d.s + o, sizeof(d.s) - o, ", rule=%.60s", r->rule);
+    if (r->has_score && o < sizeof(d.s))
+        o += (size_t)snprintf(d.s + o, sizeof(d.s) - o, ", score=%.2f", r->score);
     if (r->location && o < sizeof(d.s))
         snprintf(d.s + o, sizeof(d.s) - o, ", part=%.300s", r->location);
     return d;
@@ -432,12 +437,10 @@ strip_work(struct scan_job *job, struct sr_engine *e)
     struct side_job *sj = job->user;
     struct msg_tx *tx = sj->tx;
     const struct scan_result *r = &tx->sjob.result;
-    const char *lines[SCAN_MAX_HEADERS];
+    const char *const *lines = (const char *const *)r->headers;
     struct rewrite_strip_part parts[r->nstrips ? r->nstrips : 1];
     (void)e;
 
-    for (size_t i = 0; i < r->nheaders; i++)
-        lines[i] = r->headers[i];
     for (size_t i = 0; i < r->nstrips; i++) {
         parts[i].raw_begin = r->strips[i].raw_begin;
         parts[i].raw_end = r->strips[i].raw_end;
@@ -466,6 +469,8 @@ quarantine_reason(const struct scan_result *r)
         return QREASON_ENCRYPTED;
     case SCAN_LIMIT:
         return QREASON_LIMIT;
+    case SCAN_SPAM:
+        return QREASON_SPAM;
     default:
         return QREASON_POLICY;
     }
@@ -479,16 +484,10 @@ quarantine_work(struct scan_job *job, struct sr_engine *e)
     struct msg_tx *tx = sj->tx;
     const struct scan_result *r = &tx->sjob.result;
     const char *rcpts[tx->env->nrcpt ? tx->env->nrcpt : 1];
-    const char *rule = NULL;
     (void)e;
 
     for (size_t i = 0; i < tx->env->nrcpt; i++)
         rcpts[i] = tx->env->rcpt[i].addr;
-    for (size_t i = 0; i < r->nfindings; i++)
-        if (r->findings[i].kind == r->kind && r->kind != SCAN_VIRUS) {
-            rule = r->findings[i].name;
-            break;
-        }
     struct qmeta m = {
         .time = (int64_t)tx->env->arrival,
         .client = tx->client,
@@ -500,7 +499,8 @@ quarantine_work(struct scan_job *job, struct sr_engine *e)
         .message_id = r->message_id,
         .size = tx->size,
         .reason = quarantine_reason(r),
-        .rule = rule,
+        .rule = r->rule,
+        .score = r->has_score ? r->score : 0,
         .virus = r->virus,
         .state = QSTATE_HELD,
     };
@@ -567,6 +567,7 @@ side_start(struct msg_tx *tx, void (*work)(struct scan_job *, struct sr_engine *
     sj->job.user = sj;
     sj->job.fd = -1;
     sj->job.cfg = tx->cfg;
+    snprintf(sj->job.log_id, sizeof(sj->job.log_id), "%s", tx->qid);
     if (scan_pool_submit(tx->d->scan_pool, &sj->job, side_done, sj) < 0) {
         free(sj);
         log_verdict(tx, "rejected", "4.3.2", "deferred", "scanner busy");
@@ -645,6 +646,7 @@ pipeline_start(struct msg_tx *tx)
     j->len = (size_t)spool_size(tx->body);
     j->nrcpts = (int)tx->env->nrcpt;
     j->cfg = tx->cfg;
+    snprintf(j->log_id, sizeof(j->log_id), "%s", tx->qid);
     if (scan_pool_submit(d->scan_pool, j, scan_done, tx) < 0) {
         int busy = errno == EAGAIN;
         log_verdict(tx, "rejected", "4.3.2", "deferred",

@@ -31,6 +31,7 @@
 #include <event2/thread.h>
 #include <event2/util.h>
 
+#include "action.h"
 #include "config.h"
 #include "control.h"
 #include "daemon.h"
@@ -517,6 +518,7 @@ main(int argc, char **argv)
     /*
      * Configuration.
      */
+    sr_action_register();
     d->cfg = config_load(config_path, config_explicit, err, sizeof(err));
     if (d->cfg == NULL) {
         fprintf(stderr, "scanrelayd: %s\n", err);

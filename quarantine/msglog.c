@@ -21,10 +21,15 @@
  * (WAL readers do not block the writer nor wait for it), under its own
  * mutex. msglog_open_ro opens only that one (the CLI).
  *
- * Searching. Keys are folded by qfold (qdb.h): sender_key, subject_key and
- * the per-recipient rows in msg_rcpt; exact address and ID lookups use
+ * Searching. Keys are folded by textfold (lib/textfold.h): sender_key,
+ * subject_key and the per-recipient rows in msg_rcpt; exact address and ID lookups use
  * indexes; globs use SQLite GLOB on the folded key (an index range when
  * the pattern starts with a literal).
+ *
+ * Schema. Each row carries the verdict's deciding rule (column rule,
+ * filter msglog_filter.rule). A database written before that column
+ * existed gets it on the writable open (ALTER TABLE, then its index); a
+ * read-only open of one not yet migrated reads rule as NULL.
  *
  * Failures are logged; a failed batch is counted (failed) and dropped, the
  * writer goes on with the next one.
@@ -39,6 +44,7 @@
 #include "log.h"
 #include "msglog.h"
 #include "qdb.h"
+#include "textfold.h"
 
 #define PURGE_TXN 500
 #define WRITER_CACHE_KB "32768" /* page cache of the writer connection */
@@ -50,7 +56,7 @@ static const char msglog_schema[] =
     " message_id TEXT, subject TEXT, subject_key TEXT, size INTEGER NOT NULL DEFAULT 0,"
     " verdict TEXT, action TEXT, virus TEXT, score REAL NOT NULL DEFAULT 0,"
     " delay REAL NOT NULL DEFAULT 0, delays TEXT, relay TEXT, dsn TEXT, status TEXT,"
-    " downstream_id TEXT);"
+    " downstream_id TEXT, rule TEXT);"
     "CREATE INDEX IF NOT EXISTS msg_time ON msg(time);"
     "CREATE INDEX IF NOT EXISTS msg_sender ON msg(sender_key, time);"
     "CREATE INDEX IF NOT EXISTS msg_qid ON msg(qid);"
@@ -74,6 +80,9 @@ static const char msglog_schema[] =
 #define MSG_COLS                                                                                   \
     "n, time, qid, client, sender, recipients, message_id, subject, size, verdict, action,"        \
     " virus, score, delay, delays, relay, dsn, status, downstream_id"
+/* The rule column, or NULL in a database written before it existed (read-only). */
+#define MSG_RULE_COL ", rule"
+#define MSG_NO_RULE_COL ", NULL AS rule"
 
 enum {
     W_INSERT,
@@ -93,8 +102,8 @@ enum {
 static const char *const wsql[W_COUNT] = {
     [W_INSERT] = "INSERT INTO msg(time, qid, client, sender, sender_key, recipients, "
                  "message_id, subject, subject_key, size, verdict, action, virus, score, delay, "
-                 "delays, relay, dsn, status, downstream_id) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, "
-                 "?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+                 "delays, relay, dsn, status, downstream_id, rule) VALUES(?1, ?2, ?3, ?4, ?5, ?6, "
+                 "?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
     [W_RCPT] = "INSERT OR IGNORE INTO msg_rcpt(n, addr_key) VALUES(?1, ?2)",
     [W_HOUR] = "INSERT INTO stat_hour(hour, messages, bytes, clean, virus, spam, policy, "
                "quarantined, deferred, bounced, rejected, discarded) "
@@ -134,6 +143,7 @@ struct msglog {
     /* Read side. */
     sqlite3 *rdb;
     pthread_mutex_t rmu;
+    int has_rule; /* msg has the rule column (an old read-only database may not) */
 
     /* The queue. */
     pthread_mutex_t qmu;
@@ -155,6 +165,39 @@ struct msglog {
  */
 
 static void *writer_main(void *arg);
+
+/* 1 if table msg has column col, 0 if not, -1 on error. */
+static int
+has_column(sqlite3 *db, const char *col)
+{
+    sqlite3_stmt *st = NULL;
+    int found = 0, rc;
+
+    if (sqlite3_prepare_v2(db, "PRAGMA table_info(msg)", -1, &st, NULL) != SQLITE_OK)
+        return -1;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        if (strcmp(qdb_text(st, 1), col) == 0)
+            found = 1;
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? found : -1;
+}
+
+/*
+ * Schema changes since the first version, applied to a database that
+ * predates them (writable open only): the rule column (the deciding rule
+ * of the verdict) and its index.
+ */
+static int
+migrate(sqlite3 *db)
+{
+    int r = has_column(db, "rule");
+
+    if (r < 0)
+        return -1;
+    if (r == 0 && qdb_exec(db, "ALTER TABLE msg ADD COLUMN rule TEXT", "add column rule") < 0)
+        return -1;
+    return qdb_exec(db, "CREATE INDEX IF NOT EXISTS msg_rule ON msg(rule, time)", "rule index");
+}
 
 static struct msglog *
 log_new(const char *path)
@@ -195,6 +238,11 @@ msglog_open(const char *path, const struct msglog_opts *opts, char *err, size_t 
 
     if ((log->wdb = qdb_open(path, 0, log->o.nosync, msglog_schema, err, errlen)) == NULL)
         goto fail;
+    if (migrate(log->wdb) < 0) {
+        snprintf(err, errlen, "%s: cannot bring the schema up to date: %s", path,
+                 sqlite3_errmsg(log->wdb));
+        goto fail;
+    }
     /* Six indexes take rows at random places: keep their hot pages in memory. */
     qdb_exec(log->wdb, "PRAGMA cache_size=-" WRITER_CACHE_KB, "cache_size");
     for (int i = 0; i < W_COUNT; i++) {
@@ -205,6 +253,7 @@ msglog_open(const char *path, const struct msglog_opts *opts, char *err, size_t 
     }
     if ((log->rdb = qdb_open(path, 1, 0, NULL, err, errlen)) == NULL)
         goto fail;
+    log->has_rule = 1;
     if ((errno = pthread_create(&log->writer, NULL, writer_main, log)) != 0) {
         snprintf(err, errlen, "cannot start the message log writer: %s", strerror(errno));
         goto fail;
@@ -232,6 +281,7 @@ msglog_open_ro(const char *path, char *err, size_t errlen)
         errno = e;
         return NULL;
     }
+    log->has_rule = has_column(log->rdb, "rule") == 1;
     return log;
 }
 
@@ -302,7 +352,7 @@ item_copy(const struct msglog_row *r)
     size_t need = sizeof(struct item) + r->nrcpt * sizeof(char *);
     need += slen(r->client) + slen(r->sender) + slen(r->message_id) + slen(r->subject) +
             slen(r->verdict) + slen(r->action) + slen(r->virus) + slen(r->delays) + slen(r->relay) +
-            slen(r->dsn) + slen(r->status) + slen(r->downstream_id);
+            slen(r->dsn) + slen(r->status) + slen(r->downstream_id) + slen(r->rule);
     for (size_t i = 0; i < r->nrcpt; i++)
         need += slen(r->rcpts[i]) + (r->rcpts[i] == NULL);
     struct item *it = malloc(need);
@@ -328,6 +378,7 @@ item_copy(const struct msglog_row *r)
     it->row.dsn = scopy(&p, r->dsn);
     it->row.status = scopy(&p, r->status);
     it->row.downstream_id = scopy(&p, r->downstream_id);
+    it->row.rule = scopy(&p, r->rule);
     return it;
 }
 
@@ -411,7 +462,7 @@ static int
 write_row(struct msglog *log, const struct msglog_row *r)
 {
     sqlite3_stmt *st = log->ws[W_INSERT];
-    char *skey = qfold(r->sender), *subkey = qfold(r->subject);
+    char *skey = textfold(r->sender), *subkey = textfold(r->subject);
     char *rcpts = qjoin(r->rcpts, r->nrcpt, '\n');
     int rc = -1, k;
 
@@ -437,6 +488,7 @@ write_row(struct msglog *log, const struct msglog_row *r)
     qdb_bind_text(st, 18, r->dsn);
     qdb_bind_text(st, 19, r->status);
     qdb_bind_text(st, 20, r->downstream_id);
+    qdb_bind_text(st, 21, r->rule);
     k = sqlite3_step(st);
     wreset(st);
     if (k != SQLITE_DONE)
@@ -445,7 +497,7 @@ write_row(struct msglog *log, const struct msglog_row *r)
 
     st = log->ws[W_RCPT];
     for (size_t i = 0; i < r->nrcpt; i++) {
-        char *ak = qfold(r->rcpts[i]);
+        char *ak = textfold(r->rcpts[i]);
         if (ak == NULL)
             goto done;
         sqlite3_bind_int64(st, 1, n);
@@ -732,6 +784,7 @@ row_from_stmt(sqlite3_stmt *st, void *ctx, int *stop)
     r.dsn = qdb_text(st, 16);
     r.status = qdb_text(st, 17);
     r.downstream_id = qdb_text(st, 18);
+    r.rule = sqlite3_column_type(st, 19) == SQLITE_NULL ? NULL : qdb_text(st, 19);
     *stop = cb(arg, &r);
     free(rcpts);
     return 0;
@@ -749,7 +802,9 @@ msglog_query(struct msglog *log, const struct msglog_filter *f,
     int idx = 1;
 
 #define ADD(...) len += (size_t)snprintf(sql + len, sizeof(sql) - len, __VA_ARGS__)
-    ADD("SELECT " MSG_COLS " FROM msg WHERE 1");
+    if (f->rule && !log->has_rule)
+        return 0; /* no row of an old database names a rule */
+    ADD("SELECT " MSG_COLS "%s FROM msg WHERE 1", log->has_rule ? MSG_RULE_COL : MSG_NO_RULE_COL);
     if (f->id)
         ADD(" AND qid = ?%d", idx++);
     if (f->message_id)
@@ -761,6 +816,8 @@ msglog_query(struct msglog *log, const struct msglog_filter *f,
         ADD(" AND verdict = ?%d", idx++);
     if (f->action)
         ADD(" AND action = ?%d", idx++);
+    if (f->rule)
+        ADD(" AND rule = ?%d", idx++);
     if (f->since)
         ADD(" AND time >= ?%d", idx++);
     if (f->until)
@@ -788,6 +845,8 @@ msglog_query(struct msglog *log, const struct msglog_filter *f,
         qdb_bind_text(st, idx++, f->verdict);
     if (f->action)
         qdb_bind_text(st, idx++, f->action);
+    if (f->rule)
+        qdb_bind_text(st, idx++, f->rule);
     if (f->since)
         sqlite3_bind_int64(st, idx++, f->since);
     if (f->until)

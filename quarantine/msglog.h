@@ -34,6 +34,7 @@ struct msglog_row {
     const char *dsn;           /* "2.0.0" */
     const char *status;        /* "sent (250 2.0.0 Ok: queued as 4F1A...)" */
     const char *downstream_id; /* "4F1A..." */
+    const char *rule;          /* the verdict's deciding rule ("virus", "file_size", ...) */
 };
 
 struct msglog_opts {
@@ -91,6 +92,7 @@ struct msglog_filter {
     const char *subject;
     const char *verdict;
     const char *action;
+    const char *rule;     /* exact deciding rule */
     int64_t since, until; /* 0 = open; since <= time < until */
     long limit;           /* 0 = no limit */
 };

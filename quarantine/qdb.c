@@ -4,19 +4,16 @@
  * busy timeout, bounded WAL file), shrinking it after deletes, and the
  * folding of searchable text.
  *
- * Public calls: qdb_open, qdb_exec, qdb_prepare, qdb_shrink, qfold,
+ * Public calls: qdb_open, qdb_exec, qdb_prepare, qdb_shrink,
  * qglob_has_meta, qdb_text, qdb_bind_text, qjoin, qsplit, qdb_now_us.
  *
- * Folding. Keys and patterns go through the same function: NFKC, then
- * Unicode case folding (g_utf8_normalize, g_utf8_casefold from GLib, which
- * GMime brings anyway), so a glob compares folded against folded with
- * SQLite's GLOB (UTF-8 aware: ? is one character). Pure ASCII takes a fast
- * path without GLib. Invalid UTF-8 (envelope addresses may hold anything)
- * has its ASCII letters lowercased and its other bytes kept.
+ * Folding. Keys and patterns go through the same function, textfold()
+ * of lib/textfold.h (NFKC, then Unicode case folding), so a glob compares
+ * folded against folded with SQLite's GLOB (UTF-8 aware: ? is one
+ * character).
  *
  * Failures return -1 or NULL and log through log.h; out of memory is
- * reported, never fatal here (GLib itself aborts on out of memory, as it
- * does inside GMime).
+ * reported, never fatal here.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -24,10 +21,9 @@
 #include <string.h>
 #include <time.h>
 
-#include <glib.h>
-
 #include "log.h"
 #include "qdb.h"
+#include "textfold.h"
 
 #define QDB_BUSY_MS 5000
 #define QDB_WAL_LIMIT (16 * 1024 * 1024)
@@ -133,48 +129,6 @@ qdb_shrink(sqlite3 *db)
         qdb_exec(db, "PRAGMA incremental_vacuum", "incremental_vacuum");
     /* The file is truncated when the WAL is copied back: do it now. */
     sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
-}
-
-/*
- * Folding.
- */
-
-char *
-qfold(const char *s)
-{
-    const unsigned char *p;
-    size_t n;
-    int ascii = 1;
-
-    if (s == NULL)
-        s = "";
-    n = strlen(s);
-    for (p = (const unsigned char *)s; *p; p++) {
-        if (*p >= 0x80) {
-            ascii = 0;
-            break;
-        }
-    }
-    if (!ascii && g_utf8_validate(s, (gssize)n, NULL)) {
-        gchar *norm = g_utf8_normalize(s, (gssize)n, G_NORMALIZE_NFKC);
-        if (norm != NULL) {
-            gchar *cf = g_utf8_casefold(norm, -1);
-            g_free(norm);
-            if (cf != NULL) {
-                char *out = strdup(cf);
-                g_free(cf);
-                return out;
-            }
-        }
-    }
-    char *out = malloc(n + 1);
-    if (out == NULL)
-        return NULL;
-    for (size_t i = 0; i <= n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        out[i] = (char)(c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c);
-    }
-    return out;
 }
 
 int
@@ -285,18 +239,18 @@ qdb_add_key_filters(char *sql, size_t cap, size_t *len, int *idx, const char *rc
 {
 #define ADD(...) *len += (size_t)snprintf(sql + *len, cap - *len, __VA_ARGS__)
     if (sender) {
-        if ((keys[0] = qfold(sender)) == NULL)
+        if ((keys[0] = textfold(sender)) == NULL)
             return -1;
         ADD(" AND sender_key %s ?%d", qglob_has_meta(sender) ? "GLOB" : "=", (*idx)++);
     }
     if (recipient) {
-        if ((keys[1] = qfold(recipient)) == NULL)
+        if ((keys[1] = textfold(recipient)) == NULL)
             return -1;
         ADD(" AND n IN (SELECT n FROM %s WHERE addr_key %s ?%d)", rcpt_table,
             qglob_has_meta(recipient) ? "GLOB" : "=", (*idx)++);
     }
     if (subject) {
-        if ((keys[2] = qfold(subject)) == NULL)
+        if ((keys[2] = textfold(subject)) == NULL)
             return -1;
         ADD(" AND subject_key GLOB ?%d", (*idx)++);
     }

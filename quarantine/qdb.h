@@ -41,16 +41,6 @@ int qdb_add_key_filters(char *sql, size_t cap, size_t *len, int *idx, const char
 long qdb_each_row(sqlite3 *db, sqlite3_stmt *st, int (*row)(sqlite3_stmt *, void *, int *),
                   void *ctx, const char *what);
 
-/*
- * The folding used for every searchable key (addresses, subjects) and for
- * the patterns matched against them: Unicode NFKC normalization, then
- * Unicode case folding (GLib), so "ＣＯＤＥ", "Code" and "code" are one key
- * and half-width katakana equal full-width; pure ASCII is lowercased
- * without GLib. Glob metacharacters * ? [ ] survive folding. Invalid UTF-8
- * is folded bytewise (ASCII letters only). Returns malloc'd text, NULL
- * only when out of memory; s NULL gives "".
- */
-char *qfold(const char *s);
 /* 1 if s holds a glob metacharacter (* ? [). */
 int qglob_has_meta(const char *s);
 

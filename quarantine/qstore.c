@@ -55,6 +55,7 @@
 #include "log.h"
 #include "mime.h"
 #include "qdb.h"
+#include "textfold.h"
 #include "qstore.h"
 #include "spool.h"
 
@@ -634,8 +635,8 @@ static int
 insert_row(struct qstore *qs, const struct qmeta *m, struct staged *sg)
 {
     sqlite3_stmt *st = qs->st[ST_INSERT];
-    char *skey = qfold(m->sender ? m->sender : "");
-    char *subkey = qfold(sg->subject ? sg->subject : "");
+    char *skey = textfold(m->sender ? m->sender : "");
+    char *subkey = textfold(sg->subject ? sg->subject : "");
     char *rcpts = qjoin(m->rcpts, m->nrcpt, '\n');
     int rc = -1, k;
 
@@ -671,7 +672,7 @@ insert_row(struct qstore *qs, const struct qmeta *m, struct staged *sg)
     sqlite3_int64 n = sqlite3_last_insert_rowid(qs->db);
     st = qs->st[ST_RCPT];
     for (size_t i = 0; i < m->nrcpt; i++) {
-        char *ak = qfold(m->rcpts[i]);
+        char *ak = textfold(m->rcpts[i]);
         if (ak == NULL) {
             errno = ENOMEM;
             goto done;

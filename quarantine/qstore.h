@@ -109,7 +109,7 @@ int qstore_put_many(struct qstore *qs, const struct qmeta *metas, const struct q
  * Query filters; zero-initialize and set what you need. Address filters
  * compare case-folded; with a glob character (* ? [) they are shell globs.
  * subject is always a shell glob on the folded decoded subject (see
- * qfold.h for the folding). Results come newest first.
+ * lib/textfold.h for the folding). Results come newest first.
  */
 struct qfilter {
     const char *id;

@@ -16,15 +16,21 @@
  * The same happens, as an error finding, when the message cannot be
  * parsed at all.
  *
- * Every finding has a kind, a location ("msg/invoice.zip/docs/a.exe") and
- * the action configured for it: virus.action, scan.<rule>_action,
- * scan.encrypted_action, scan.error_action. The verdict's kind is the
- * highest kind found (virus > encrypted > limit > error > clean) and its
- * action the strongest of all findings' actions (reject > quarantine >
- * discard > defer > strip > tag > deliver), so an unscanned part never
- * lets a message through that a rule would stop. Message-wide findings
- * cannot be stripped: strip becomes tag for them. With action strip the
- * result lists the parts to cut out (raw ranges for rewrite.h).
+ * Two checkers live here and add findings through scan_add_finding():
+ * "virus" (libclamav's matches, its encrypted heuristics, its errors) and
+ * "limits" (the size rules, the archive budget, MIME limits, encrypted
+ * archive members); "scan" adds the errors of the scan itself (parse,
+ * timeout, out of memory). Every finding carries its checker, its rule
+ * and the action that rule is configured with, taken where the rule is
+ * checked: virus.action, scan.<rule>_action, scan.encrypted_action,
+ * scan.error_action. Checkers handed in by the caller (scan_opts) run
+ * after them. verdict_compose() (verdict.c) then turns all findings into
+ * the message's action and names the deciding finding, so an unscanned
+ * part never lets a message through that a rule would stop. Message-wide
+ * findings cannot be stripped: strip becomes tag for them. With action
+ * strip the result lists the parts to cut out (raw ranges for rewrite.h).
+ * Header fields are a list: the virus checker's X-Virus-Scanned and
+ * X-Virus-Status first, then what other checkers added.
  *
  * Blocking, thread-safe: all state is on the caller's stack or in res;
  * the engine is shared read-only. Allocation failures end the scan with
@@ -42,6 +48,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "action.h"
 #include "engine.h"
 #include "log.h"
 #include "mime.h"
@@ -87,66 +94,6 @@ struct state {
     int part_partial;   /* libclamav stopped short of the whole part (a limit of its own) */
 };
 
-static const char *const kind_names[] = {"clean", "error", "limit", "encrypted", "virus"};
-static const char *const kind_words[] = {"clean", "error", "policy", "policy", "virus"};
-
-const char *
-scan_kind_name(enum scan_kind k)
-{
-    return (unsigned)k < 5 ? kind_names[k] : "?";
-}
-
-const char *
-scan_result_word(enum scan_kind k)
-{
-    return (unsigned)k < 5 ? kind_words[k] : "?";
-}
-
-/* Strength of an action when findings disagree. */
-static int
-severity(enum sr_action a)
-{
-    switch (a) {
-    case SR_ACTION_REJECT:
-        return 6;
-    case SR_ACTION_QUARANTINE:
-        return 5;
-    case SR_ACTION_DISCARD:
-        return 4;
-    case SR_ACTION_DEFER:
-        return 3;
-    case SR_ACTION_STRIP:
-        return 2;
-    case SR_ACTION_TAG:
-        return 1;
-    default:
-        return 0;
-    }
-}
-
-/* The action configured for a limit rule. */
-static enum sr_action
-rule_action(const struct sr_config *cfg, const char *rule)
-{
-    const struct sr_config_scan *s = &cfg->scan;
-
-    if (strcmp(rule, "file_size") == 0 || strcmp(rule, "declared_size") == 0)
-        return s->file_size.action;
-    if (strcmp(rule, "total_size") == 0)
-        return s->total_size.action;
-    if (strcmp(rule, "archive_files") == 0 || strcmp(rule, "mime_parts") == 0)
-        return s->archive_files.action;
-    if (strcmp(rule, "archive_depth") == 0 || strcmp(rule, "mime_depth") == 0)
-        return s->archive_depth.action;
-    if (strcmp(rule, "compression_ratio") == 0)
-        return s->compression_ratio.action;
-    if (strcmp(rule, "message_size") == 0)
-        return s->message_size.action;
-    if (strcmp(rule, "recipients") == 0)
-        return s->recipients.action;
-    return s->error_action;
-}
-
 static char *
 dupstr(struct state *st, const char *s)
 {
@@ -158,62 +105,122 @@ dupstr(struct state *st, const char *s)
     return d;
 }
 
-/* Record a finding; the action follows from its kind (and rule). */
-static void
-add_finding(struct state *st, enum scan_kind kind, const char *name, const char *location,
-            int64_t value, int64_t limit)
+/* The part's strongest finding so far asks for less than a? */
+static int
+part_weaker(const struct scan_part *p, enum sr_action a)
 {
-    struct scan_result *r = st->res;
+    return p->kind == SCAN_CLEAN || sr_action_rank(a) > sr_action_rank(p->action);
+}
+
+int
+scan_add_finding(struct scan_result *r, const struct scan_finding_in *in)
+{
     struct scan_finding *f;
-    enum sr_action action;
+    enum sr_action action = in->action;
+    int oom = 0;
 
-    switch (kind) {
-    case SCAN_VIRUS:
-        action = st->cfg->virus.action;
-        break;
-    case SCAN_ENCRYPTED:
-        action = st->cfg->scan.encrypted_action;
-        break;
-    case SCAN_LIMIT:
-        action = rule_action(st->cfg, name);
-        break;
-    default:
-        action = st->cfg->scan.error_action;
-        break;
-    }
-    if (st->part == 0 && action == SR_ACTION_STRIP)
+    if (in->part == 0 && action == SR_ACTION_STRIP)
         action = SR_ACTION_TAG; /* nothing to cut out of the message as a whole */
-
-    if (st->part > 0 && (size_t)st->part <= r->nparts && r->parts[st->part - 1].kind < kind)
-        r->parts[st->part - 1].kind = kind;
+    if (in->part > 0 && (size_t)in->part <= r->nparts && part_weaker(&r->parts[in->part - 1], action)) {
+        r->parts[in->part - 1].kind = in->kind;
+        r->parts[in->part - 1].action = action;
+    }
     if (r->nfindings >= SCAN_MAX_FINDINGS) {
         r->findings_dropped++;
         /* Keep the verdict right even when the list is full. */
-        if (kind > r->kind)
-            r->kind = kind;
-        if (severity(action) > severity(r->action))
-            r->action = action;
-        return;
+        f = &r->findings[r->nfindings - 1];
+        if (sr_action_rank(action) <= sr_action_rank(f->action))
+            return 0;
+        free(f->rule);
+        free(f->name);
+        free(f->location);
+    } else {
+        f = realloc(r->findings, (r->nfindings + 1) * sizeof(*f));
+        if (f == NULL)
+            return -1;
+        r->findings = f;
+        f = &r->findings[r->nfindings++];
     }
-    f = realloc(r->findings, (r->nfindings + 1) * sizeof(*f));
-    if (f == NULL) {
-        st->oom = 1;
-        return;
-    }
-    r->findings = f;
-    f = &r->findings[r->nfindings++];
     memset(f, 0, sizeof(*f));
-    f->kind = kind;
+    f->checker = in->checker;
+    f->kind = in->kind;
     f->action = action;
-    f->name = dupstr(st, name);
-    f->location = dupstr(st, location);
-    f->part = st->part;
-    f->value = value;
-    f->limit = limit;
-    if (kind > r->kind)
-        r->kind = kind;
-    if (severity(action) > severity(r->action))
-        r->action = action;
+    f->has_score = in->has_score;
+    f->score = in->score;
+    f->part = in->part;
+    f->value = in->value;
+    f->limit = in->limit;
+    if ((in->rule && (f->rule = strdup(in->rule)) == NULL) ||
+        (in->name && (f->name = strdup(in->name)) == NULL) ||
+        (in->location && (f->location = strdup(in->location)) == NULL))
+        oom = 1;
+    return oom ? -1 : 0;
+}
+
+/* Record a finding of this scan's checkers, at the part being scanned. */
+static void
+add_finding(struct state *st, const char *checker, enum scan_kind kind, const char *rule,
+            int action, const char *name, const char *location, int64_t value, int64_t limit)
+{
+    struct scan_finding_in f = {
+        .checker = checker,
+        .rule = rule,
+        .kind = kind,
+        .action = (enum sr_action)action,
+        .name = name,
+        .location = location,
+        .part = st->part,
+        .value = value,
+        .limit = limit,
+    };
+    if (scan_add_finding(st->res, &f) < 0)
+        st->oom = 1;
+}
+
+/* The virus checker: libclamav's matches and its encrypted heuristics. */
+static void
+virus_finding(struct state *st, enum scan_kind kind, const char *name, const char *location)
+{
+    if (kind == SCAN_ENCRYPTED)
+        add_finding(st, "virus", kind, "encrypted", st->cfg->scan.encrypted_action, name,
+                    location, 0, 0);
+    else
+        add_finding(st, "virus", kind, "virus", st->cfg->virus.action, name, location, 0, 0);
+}
+
+/* A part or message that could not be scanned (checker: the scan itself, or libclamav). */
+static void
+error_finding(struct state *st, const char *checker, const char *what, const char *location)
+{
+    add_finding(st, checker, SCAN_ERROR, "error", st->cfg->scan.error_action, what, location, 0,
+                0);
+}
+
+/* The limits checker: a size rule or the archive budget. */
+static void
+limit_finding(struct state *st, const char *rule, const struct sr_limit_rule *lr,
+              const char *location, int64_t value, int64_t limit)
+{
+    add_finding(st, "limits", SCAN_LIMIT, rule, lr->action, rule, location, value, limit);
+}
+
+/* The size rule an archive budget event is checked against. */
+static const struct sr_limit_rule *
+event_rule(const struct sr_config_scan *sc, enum arch_event ev)
+{
+    switch (ev) {
+    case ARCH_EV_DEPTH:
+        return &sc->archive_depth;
+    case ARCH_EV_FILES:
+        return &sc->archive_files;
+    case ARCH_EV_FILE_SIZE:
+        return &sc->file_size;
+    case ARCH_EV_TOTAL:
+        return &sc->total_size;
+    case ARCH_EV_RATIO:
+    default:
+        return &sc->compression_ratio;
+    }
 }
 
 /* Archive walk reports. */
@@ -227,13 +234,15 @@ arch_report(void *arg, enum arch_event ev, const char *location, int64_t value, 
         if (st->rewalk)
             break;
         st->part_encrypted = 1;
-        add_finding(st, SCAN_ENCRYPTED, "encrypted", location, 0, 0);
+        add_finding(st, "limits", SCAN_ENCRYPTED, "encrypted", st->cfg->scan.encrypted_action,
+                    "encrypted", location, 0, 0);
         break;
     case ARCH_EV_BROKEN:
         log_debug("scan: %s: archive not fully readable by libarchive", location);
         break;
     default:
-        add_finding(st, SCAN_LIMIT, arch_event_name(ev), location, value, limit);
+        limit_finding(st, arch_event_name(ev), event_rule(&st->cfg->scan, ev), location, value,
+                      limit);
         break;
     }
 }
@@ -388,7 +397,9 @@ on_inspect(void *arg, unsigned level, const char *const *names, const char *type
         return 0;
     }
     st->part_lied = 1;
-    add_finding(st, SCAN_LIMIT, "declared_size", loc, (int64_t)size, st->members[r].declared);
+    /* A member larger than declared: the file_size rule's action. */
+    limit_finding(st, "declared_size", &st->cfg->scan.file_size, loc, (int64_t)size,
+                  st->members[r].declared);
     return 1;
 }
 
@@ -407,17 +418,17 @@ found(struct state *st, const char *virname, int with_chain)
          * rules, so they are not findings of their own. */
         if (strstr(virname, "MaxScanTime") && !st->timed_out) {
             st->timed_out = 1;
-            add_finding(st, SCAN_ERROR, "scan timeout", loc, 0, 0);
+            error_finding(st, "virus", "scan timeout", loc);
         }
         return;
     }
     if (strncmp(virname, "Heuristics.Encrypted.", 21) == 0) {
         if (!st->part_encrypted)
-            add_finding(st, SCAN_ENCRYPTED, virname, loc, 0, 0);
+            virus_finding(st, SCAN_ENCRYPTED, virname, loc);
         st->part_encrypted = 1;
         return;
     }
-    add_finding(st, SCAN_VIRUS, virname, loc, 0, 0);
+    virus_finding(st, SCAN_VIRUS, virname, loc);
 }
 
 static void
@@ -459,7 +470,7 @@ clam_scan(struct state *st, const void *data, size_t len, const char *name)
         break;
     case ENGINE_TIMEOUT:
     case ENGINE_ERROR:
-        add_finding(st, SCAN_ERROR, err, st->base, 0, 0);
+        error_finding(st, "virus", err, st->base);
         break;
     }
 }
@@ -494,7 +505,7 @@ part_cb(void *arg, const struct mime_part_info *pi)
         st->part = 0;
         if (!st->timed_out) {
             st->timed_out = 1;
-            add_finding(st, SCAN_ERROR, "scan timeout", "message", 0, 0);
+            error_finding(st, "scan", "scan timeout", "message");
         }
         return 1;
     }
@@ -579,7 +590,7 @@ part_cb(void *arg, const struct mime_part_info *pi)
     members_clear(st);
     if (past_deadline(st) && !st->timed_out) {
         st->timed_out = 1;
-        add_finding(st, SCAN_ERROR, "scan timeout", base, 0, 0);
+        error_finding(st, "scan", "scan timeout", base);
     }
 
     st->base = NULL;
@@ -675,23 +686,94 @@ scan_scanned_header(struct sr_engine *e, char *buf, size_t len)
              engine_signatures(e));
 }
 
-/* From the findings: reason, location, strips, headers. */
+int
+scan_add_header(struct scan_result *r, const char *name, const char *value)
+{
+    char v[900], *line, **h;
+    size_t n;
+
+    header_safe(v, sizeof(v), value ? value : "");
+    n = strlen(name) + 2 + strlen(v) + 1;
+    if ((line = malloc(n)) == NULL)
+        return -1;
+    snprintf(line, n, "%s: %s", name, v);
+    if ((h = realloc(r->headers, (r->nheaders + 1) * sizeof(*h))) == NULL) {
+        free(line);
+        return -1;
+    }
+    r->headers = h;
+    r->headers[r->nheaders++] = line;
+    return 0;
+}
+
+/*
+ * The virus checker's header fields, put first: X-Virus-Status is Clean
+ * only when nothing kept a part from being checked (no virus, limit,
+ * encrypted or error finding).
+ */
 static void
-conclude(struct state *st)
+virus_headers(struct state *st)
 {
     struct scan_result *r = st->res;
-    const struct scan_finding *deciding = NULL;
-    char line[1536], v[256];
+    size_t had = r->nheaders;
+    int unchecked = 0;
+    char v[256], status[300];
 
-    r->result = scan_result_word(r->kind);
+    for (size_t i = 0; i < r->nfindings; i++) {
+        enum scan_kind k = r->findings[i].kind;
+        unchecked |= k == SCAN_ERROR || k == SCAN_LIMIT || k == SCAN_ENCRYPTED;
+    }
+    if (r->virus) {
+        header_safe(v, 200, r->virus);
+        snprintf(status, sizeof(status), "Infected (%s)", v);
+    } else {
+        snprintf(status, sizeof(status), "%s", unchecked ? "Unchecked" : "Clean");
+    }
+    scan_scanned_header(st->e, v, sizeof(v));
+    if (scan_add_header(r, "X-Virus-Scanned", v) < 0 ||
+        scan_add_header(r, "X-Virus-Status", status) < 0) {
+        st->oom = 1;
+        return;
+    }
+    /* Rotate the two to the front. */
+    char *a = r->headers[r->nheaders - 2], *b = r->headers[r->nheaders - 1];
+    memmove(r->headers + 2, r->headers, had * sizeof(*r->headers));
+    r->headers[0] = a;
+    r->headers[1] = b;
+}
+
+/* Compose the findings into the verdict: action, deciding rule, reason, strips, headers. */
+static void
+conclude(struct state *st, const struct scan_opts *opts)
+{
+    static const enum scan_kind prefer[] = {SCAN_VIRUS, SCAN_SPAM,  SCAN_POLICY,
+                                            SCAN_ENCRYPTED, SCAN_LIMIT, SCAN_ERROR};
+    struct verdict_params vp = {NULL, 0, prefer, sizeof(prefer) / sizeof(prefer[0])};
+    struct scan_result *r = st->res;
+    const struct scan_finding *deciding = NULL;
+    struct verdict v;
+    char line[1536];
+
+    if (opts != NULL) {
+        vp.thresholds = opts->thresholds;
+        vp.nthresholds = opts->nthresholds;
+    }
+    verdict_compose(r->findings, r->nfindings, &vp, &v);
+    r->action = v.action;
+    r->deciding = v.deciding;
+    r->has_score = v.has_score;
+    r->score = v.score;
+    r->kind = SCAN_CLEAN;
     for (size_t i = 0; i < r->nfindings; i++) {
         const struct scan_finding *f = &r->findings[i];
         if (f->kind == SCAN_VIRUS && r->virus == NULL)
             r->virus = dupstr(st, f->name);
-        if (deciding == NULL && f->kind == r->kind)
-            deciding = f;
     }
-    if (deciding) {
+    if (v.deciding >= 0) {
+        deciding = &r->findings[v.deciding];
+        r->kind = deciding->kind;
+        r->checker = deciding->checker;
+        r->rule = dupstr(st, deciding->rule);
         const char *loc = deciding->location ? deciding->location : "message";
         const char *nm = deciding->name ? deciding->name : "?";
         switch (deciding->kind) {
@@ -705,13 +787,18 @@ conclude(struct state *st)
             snprintf(line, sizeof(line), "%s limit exceeded in %s (%lld > %lld)", nm, loc,
                      (long long)deciding->value, (long long)deciding->limit);
             break;
-        default:
+        case SCAN_ERROR:
             snprintf(line, sizeof(line), "not scanned: %s: %s", loc, nm);
+            break;
+        default:
+            snprintf(line, sizeof(line), "%s %s: %s in %s", deciding->checker ? deciding->checker : "?",
+                     deciding->rule ? deciding->rule : "?", nm, loc);
             break;
         }
         r->reason = dupstr(st, line);
         r->location = dupstr(st, loc);
     }
+    r->result = scan_result_word(r->kind);
 
     /* Parts to strip: those with a finding whose action is strip. */
     if (r->action == SR_ACTION_STRIP) {
@@ -747,18 +834,26 @@ conclude(struct state *st)
         }
     }
 
-    /* Header fields. */
-    scan_scanned_header(st->e, v, sizeof(v));
-    snprintf(line, sizeof(line), "X-Virus-Scanned: %s", v);
-    r->headers[r->nheaders++] = dupstr(st, line);
-    if (r->virus) {
-        header_safe(v, 200, r->virus);
-        snprintf(line, sizeof(line), "X-Virus-Status: Infected (%s)", v);
-    } else {
-        snprintf(line, sizeof(line), "X-Virus-Status: %s",
-                 r->kind == SCAN_CLEAN ? "Clean" : "Unchecked");
+    virus_headers(st);
+}
+
+/* The caller's checkers, after the built-in ones. */
+static void
+run_checkers(struct state *st, const struct scan_opts *opts, const char *msg, size_t len,
+             int nrcpts)
+{
+    struct scan_result *r = st->res;
+    struct scan_input in = {msg, len, nrcpts, st->cfg, r->subject, r->hdr_from, r->message_id};
+
+    st->part = 0;
+    for (size_t i = 0; opts != NULL && i < opts->ncheckers; i++) {
+        const struct scan_checker *c = &opts->checkers[i];
+        if (c->check(c->arg, &in, r) < 0) {
+            char what[128];
+            snprintf(what, sizeof(what), "checker %s failed", c->name ? c->name : "?");
+            error_finding(st, "scan", what, "message");
+        }
     }
-    r->headers[r->nheaders++] = dupstr(st, line);
 }
 
 static double
@@ -780,6 +875,7 @@ state_init(struct state *st, struct sr_engine *e, const struct sr_config *cfg,
     memset(res, 0, sizeof(*res));
     memset(st, 0, sizeof(*st));
     res->action = SR_ACTION_DELIVER;
+    res->deciding = -1;
     res->engine_generation = engine_generation(e);
     st->e = e;
     st->cfg = cfg;
@@ -802,14 +898,21 @@ read_error(struct sr_engine *e, const struct sr_config *cfg, struct scan_result 
 
     state_init(&st, e, cfg, res);
     snprintf(why, sizeof(why), "cannot read the message: %s", strerror(errnum));
-    add_finding(&st, SCAN_ERROR, why, "message", 0, 0);
-    conclude(&st);
+    error_finding(&st, "scan", why, "message");
+    conclude(&st, NULL);
     return st.oom ? -1 : 0;
 }
 
 int
 scan_message(struct sr_engine *e, const struct sr_config *cfg, const char *msg, size_t len,
              int nrcpts, struct scan_result *res)
+{
+    return scan_message_opts(e, cfg, msg, len, nrcpts, NULL, res);
+}
+
+int
+scan_message_opts(struct sr_engine *e, const struct sr_config *cfg, const char *msg, size_t len,
+                  int nrcpts, const struct scan_opts *opts, struct scan_result *res)
 {
     const struct sr_config_scan *sc = &cfg->scan;
     struct state st;
@@ -832,10 +935,11 @@ scan_message(struct sr_engine *e, const struct sr_config *cfg, const char *msg, 
      * Message-wide rules.
      */
     if (sc->message_size.threshold && (int64_t)len > sc->message_size.threshold)
-        add_finding(&st, SCAN_LIMIT, "message_size", "message", (int64_t)len,
-                    sc->message_size.threshold);
+        limit_finding(&st, "message_size", &sc->message_size, "message", (int64_t)len,
+                      sc->message_size.threshold);
     if (sc->recipients.threshold && nrcpts > sc->recipients.threshold)
-        add_finding(&st, SCAN_LIMIT, "recipients", "message", nrcpts, sc->recipients.threshold);
+        limit_finding(&st, "recipients", &sc->recipients, "message", nrcpts,
+                      sc->recipients.threshold);
 
     /*
      * The parts.
@@ -843,7 +947,7 @@ scan_message(struct sr_engine *e, const struct sr_config *cfg, const char *msg, 
     m = mime_parse_mem(msg, len, (int)sc->max_mime_depth, (int)sc->max_mime_parts, err,
                        sizeof(err));
     if (m == NULL) {
-        add_finding(&st, SCAN_ERROR, err, "message", 0, 0);
+        error_finding(&st, "scan", err, "message");
         st.base = "message";
         clam_scan(&st, msg, len, NULL);
     } else {
@@ -857,11 +961,11 @@ scan_message(struct sr_engine *e, const struct sr_config *cfg, const char *msg, 
         if (wrc < 0)
             st.oom = 1;
         if (res->mime_limits & MIME_LIMIT_DEPTH)
-            add_finding(&st, SCAN_LIMIT, "mime_depth", "message", sc->max_mime_depth + 1,
-                        sc->max_mime_depth);
+            limit_finding(&st, "mime_depth", &sc->archive_depth, "message",
+                          sc->max_mime_depth + 1, sc->max_mime_depth);
         if (res->mime_limits & MIME_LIMIT_PARTS)
-            add_finding(&st, SCAN_LIMIT, "mime_parts", "message", sc->max_mime_parts + 1,
-                        sc->max_mime_parts);
+            limit_finding(&st, "mime_parts", &sc->archive_files, "message",
+                          sc->max_mime_parts + 1, sc->max_mime_parts);
         /* Beyond the MIME limits, libclamav's own mail parser still looks. */
         if (res->mime_limits && !past_deadline(&st)) {
             st.base = "message";
@@ -869,24 +973,26 @@ scan_message(struct sr_engine *e, const struct sr_config *cfg, const char *msg, 
         }
         mime_free(m);
     }
-    if (st.oom) {
-        st.part = 0;
-        add_finding(&st, SCAN_ERROR, "out of memory", "message", 0, 0);
-    }
 
     res->expanded = st.budget.total;
     res->archive_files = st.budget.files;
     res->archive_depth = st.budget.max_depth;
     res->archive_peak_buffer = st.budget.peak_buffer;
-    conclude(&st);
+    run_checkers(&st, opts, msg, len, nrcpts);
+    if (st.oom) {
+        st.part = 0;
+        error_finding(&st, "scan", "out of memory", "message");
+    }
+    conclude(&st, opts);
     res->elapsed = since(&t0);
     if (st.oom) {
         /* Whatever was built, the verdict must not let the message pass unchecked. */
-        res->kind = res->kind > SCAN_ERROR ? res->kind : SCAN_ERROR;
-        if (severity(cfg->scan.error_action) > severity(res->action))
+        if (res->kind == SCAN_CLEAN)
+            res->kind = SCAN_ERROR;
+        if (sr_action_rank(cfg->scan.error_action) > sr_action_rank(res->action))
             res->action = cfg->scan.error_action;
         res->result = scan_result_word(res->kind);
-        return res->nheaders == SCAN_MAX_HEADERS && res->headers[0] && res->headers[1] ? 0 : -1;
+        return res->nheaders >= 2 && res->headers[0] && res->headers[1] ? 0 : -1;
     }
     return 0;
 }
@@ -953,6 +1059,7 @@ scan_result_free(struct scan_result *res)
     if (res == NULL)
         return;
     for (size_t i = 0; i < res->nfindings; i++) {
+        free(res->findings[i].rule);
         free(res->findings[i].name);
         free(res->findings[i].location);
     }
@@ -970,6 +1077,8 @@ scan_result_free(struct scan_result *res)
     free(res->strips);
     for (size_t i = 0; i < res->nheaders; i++)
         free(res->headers[i]);
+    free(res->headers);
+    free(res->rule);
     free(res->virus);
     free(res->location);
     free(res->reason);

@@ -5,8 +5,9 @@
  * scan_pool_submit() (loop thread) appends a job to the queue under the
  * pool's mutex and signals a worker; it never blocks and refuses a job
  * (EAGAIN) when max_pending jobs already wait. A worker takes a reference
- * to the current engine (engine_holder_get), runs scan_message (or the
- * job's own work function), drops the reference, and appends the job to
+ * to the current engine (engine_holder_get), sets the job's log ID (every
+ * log line of the thread then carries the queue ID), runs scan_message
+ * (or the job's own work function), drops the reference and the ID, and appends the job to
  * the done list. When that list goes from empty to non-empty it writes
  * one byte to a pipe; the loop's read event on the pipe drains it, takes
  * the whole list and calls each job's done callback, in completion order,
@@ -70,6 +71,7 @@ run_job(struct scan_pool *p, struct scan_job *job)
     int rc;
 
     job->wait_time = t0 - job->t_submit_;
+    log_set_id(job->log_id);
     if (job->work) {
         job->work(job, e);
         job->status = SCAN_JOB_DONE;
@@ -83,6 +85,7 @@ run_job(struct scan_pool *p, struct scan_job *job)
         job->status = rc == 0 ? SCAN_JOB_DONE : SCAN_JOB_FAILED;
     }
     engine_unref(e);
+    log_set_id(NULL);
     job->run_time = now_mono() - t0;
 }
 

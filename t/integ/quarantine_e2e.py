@@ -366,6 +366,7 @@ def test_list_filters(ctx):
         if rule is not None:
             h.check(o["rule"] == rule, "%s: rule %r, expected %r: %r" % (k, o["rule"], rule, o))
         h.check_eq(o["state"], "held", "%s: state" % k)
+    h.check_eq(by[A]["rule"], "virus", "A: the deciding rule")
     h.check_eq(by[B]["recipients"], ["dave@example.org", "erin@example.org"], "B: recipients")
     h.check_eq(by[B]["subject"], "Code Name Falcon", "B: subject")
     h.check((by[A]["virus"] or "").startswith(su.EICAR_NAME), "A: virus %r" % by[A]["virus"])
@@ -636,6 +637,9 @@ def test_message_log_and_stats(ctx):
             errs.append("%s: virus %r" % (r["id"], r.get("virus")))
         if s[1] == "clean" and r.get("virus"):
             errs.append("%s: clean message with virus %r" % (r["id"], r.get("virus")))
+        # the deciding rule: the virus rule for an infected message, none for a clean one
+        if r.get("rule") != ("virus" if s[1] == "virus" else None):
+            errs.append("%s: rule %r for a %s message" % (r["id"], r.get("rule"), s[1]))
     times = [r["time"] for r in rr]
     if times != sorted(times, reverse=True):
         errs.append("log is not newest first: %r" % times)
@@ -644,6 +648,8 @@ def test_message_log_and_stats(ctx):
                                                            "other@example.net"}),
                        (["--verdict", "virus"], {s[0] for s in sent if s[1] == "virus"}),
                        (["--action", "relayed"], {s[0] for s in sent if s[2] == "relayed"}),
+                       (["--rule", "virus"], {s[0] for s in sent if s[1] == "virus"}),
+                       (["--rule", "file_size"], set()),
                        (["--id", sent[1][0]], {sent[1][0]}),
                        (["--subject", "log test 3"], {sent[3][0]}),
                        (["--from", "loguser@example.com", "--action", "quarantined"],

@@ -148,6 +148,21 @@ def test_config_check(ctx):
     rc, out = run_daemon_check(bad2)
     check_eq(rc, 1, "scanrelayd -t with a bad size value; output: %r" % out)
     check(bad2 in out and (":3" in out or "line 3" in out), "file and line named: %r" % out)
+    # Action words are checked by the scan layer's hook, still with file and line.
+    bad3 = ctx.path("bad3.conf")
+    with open(bad3, "w") as f:
+        f.write('listen = "127.0.0.1:%d"\nvirus {\n    action = explode\n}\n' % d.port)
+    rc, out = run_daemon_check(bad3)
+    check_eq(rc, 1, "scanrelayd -t with a bad action; output: %r" % out)
+    check(bad3 in out and (":3" in out or "line 3" in out) and "explode" in out,
+          "file, line and word named: %r" % out)
+    bad4 = ctx.path("bad4.conf")
+    with open(bad4, "w") as f:
+        f.write('listen = "127.0.0.1:%d"\nscan {\n    error_action = reject\n}\n' % d.port)
+    rc, out = run_daemon_check(bad4)
+    check_eq(rc, 1, "scanrelayd -t with error_action = reject; output: %r" % out)
+    check(bad4 in out and "error_action" in out and "defer or pass" in out,
+          "error_action named with what it takes: %r" % out)
     rc, out = run_daemon_check(ctx.path("does-not-exist.conf"))
     check_eq(rc, 1, "scanrelayd -t -c MISSING exit status; output: %r" % out)
 

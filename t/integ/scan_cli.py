@@ -112,6 +112,11 @@ def test_json(ctx):
         h.check_eq(rc, 1, "%s exit status" % name)
         h.check_eq(obj.get("verdict"), "virus", "%s verdict" % name)
         h.check((obj.get("virus") or "").startswith(su.EICAR_NAME), "%s virus: %r" % (name, obj))
+        h.check_eq((obj.get("rule"), obj.get("checker")), ("virus", "virus"),
+                   "%s deciding rule and checker" % name)
+        vf = [f for f in obj.get("findings", []) if f.get("kind") == "virus"]
+        h.check(vf and all((f.get("checker"), f.get("rule")) == ("virus", "virus") for f in vf),
+                "%s: virus findings without checker/rule virus: %r" % (name, obj.get("findings")))
         locs = [f.get("location") for f in obj.get("findings", [])]
         h.check(loc in locs, "%s: finding locations %r, expected %r" % (name, locs, loc))
         h.check(any(x.startswith("X-Virus-Status: Infected (") for x in obj.get("headers", [])),

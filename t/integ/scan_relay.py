@@ -61,6 +61,8 @@ def stopped_case(ctx, d, sink, msg, what, location=None, name=su.EICAR_NAME):
             % (what, line.get("result"), line))
     h.check(line.get("virus", "").startswith(name),
             "%s: log virus=%r, expected %s...: %s" % (what, line.get("virus"), name, line))
+    h.check(line.get("rule") == "virus", "%s: log rule=%r, expected virus: %s"
+            % (what, line.get("rule"), line))
     if location is not None:
         part = su.parse_log_part(line.line)
         h.check(part == location, "%s: log part=%r, expected %r: %s"
@@ -541,6 +543,26 @@ def test_scan_timeout_error_action(ctx):
         if dt > 5:
             errs.append("%s: the answer took %.1fs with scan.timeout = 1s" % (action, dt))
     h.check(not errs, "\n  ".join(errs))
+
+
+# ---------------------------------------------------------------- scan thread log lines
+
+def test_scan_thread_lines_carry_qid(ctx):
+    """A line written by a scan thread (with debug = yes, the note about an
+    archive libarchive cannot read to its end) carries the queue ID of the
+    message, like the message's own log line."""
+    sink = h.SmtpSink(ctx)
+    d = su.scanning_daemon(ctx, sink.port, debug=raw("yes"))
+    z = su.zip_of([("a.txt", su.TEXT * 50), ("b.txt", su.TEXT * 50)])
+    msg = su.mime_message([su.text_part(), su.attachment("broken.zip", z[:len(z) // 2],
+                                                         "application/zip")])
+    mark = d.log_mark()
+    tx = su.send(d.port, msg)
+    su.expect_final(tx, 250, "half a zip")
+    line = d.wait_message_logs(lambda x: True, 1, 10, mark)[0]
+    m = d.wait_log(r"scanrelayd\[\d+\]: (\S+): scan: broken\.zip\S*: archive not fully readable",
+                   10, mark)
+    h.check_eq(m.group(1), line.qid, "ID on the scan thread's line")
 
 
 # ---------------------------------------------------------------- Japanese names

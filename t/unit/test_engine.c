@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "action.h"
 #include "config.h"
 #include "engine.h"
 #include "log.h"

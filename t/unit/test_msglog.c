@@ -3,8 +3,9 @@
  * query per filter (sender, recipient, queue ID, Message-ID, subject glob
  * with Japanese, verdict, time range, limit), hourly/daily totals and top
  * lists, purge by age, appends from a thread while queries run, drops
- * counted when the queue is full, and msglog_append never waiting for
- * SQLite even while another process holds the write lock.
+ * counted when the queue is full, msglog_append never waiting for
+ * SQLite even while another process holds the write lock, and the rule
+ * column (deciding rule): filter, and a database from before it migrated.
  */
 #include <errno.h>
 #include <ftw.h>
@@ -77,6 +78,7 @@ struct got {
     int n;
     char ids[64][32];
     char subject[256], rcpts[256], status[256];
+    char rule[64]; /* "(null)" when NULL */
     double score;
 };
 
@@ -95,6 +97,7 @@ collect(void *arg, const struct msglog_row *r)
             snprintf(g->rcpts + l, sizeof(g->rcpts) - l, "%s%s", i ? "," : "", r->rcpts[i]);
         }
         g->score = r->score;
+        snprintf(g->rule, sizeof(g->rule), "%s", r->rule ? r->rule : "(null)");
     }
     g->n++;
     return 0;
@@ -565,6 +568,105 @@ test_writer_retention(void **state)
     msglog_close(log);
 }
 
+/* The message log as the first version wrote it: no rule column. */
+static const char old_schema[] =
+    "CREATE TABLE msg("
+    " n INTEGER PRIMARY KEY, time INTEGER NOT NULL, qid TEXT NOT NULL,"
+    " client TEXT, sender TEXT, sender_key TEXT, recipients TEXT,"
+    " message_id TEXT, subject TEXT, subject_key TEXT, size INTEGER NOT NULL DEFAULT 0,"
+    " verdict TEXT, action TEXT, virus TEXT, score REAL NOT NULL DEFAULT 0,"
+    " delay REAL NOT NULL DEFAULT 0, delays TEXT, relay TEXT, dsn TEXT, status TEXT,"
+    " downstream_id TEXT);"
+    "CREATE INDEX msg_time ON msg(time);"
+    "INSERT INTO msg(time, qid, sender, sender_key, recipients, subject, subject_key, verdict,"
+    " action, virus) VALUES(1789948810, '000000000000A1', 'a@example.com', 'a@example.com',"
+    " 'b@example.org', 'old row', 'old row', 'virus', 'discarded', 'Eicar-Test-Signature');";
+
+static int
+column_count(const char *sql)
+{
+    sqlite3 *db;
+    sqlite3_stmt *st;
+    int n = -1;
+    assert_int_equal(sqlite3_open_v2(dbpath, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        n = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+}
+
+static void
+test_rule_column(void **state)
+{
+    (void)state;
+    sqlite3 *db;
+    char err[512];
+    struct msglog_filter f;
+    struct msglog_row r;
+    struct got g;
+
+    assert_int_equal(sqlite3_open(dbpath, &db), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, old_schema, NULL, NULL, NULL), SQLITE_OK);
+    sqlite3_close(db);
+
+    /* Read-only, not migrated yet: rows read, rule NULL, --rule finds nothing. */
+    struct msglog *ro = msglog_open_ro(dbpath, err, sizeof(err));
+    if (ro == NULL)
+        fail_msg("msglog_open_ro: %s", err);
+    memset(&f, 0, sizeof(f));
+    g = query(ro, &f);
+    assert_int_equal(g.n, 1);
+    assert_string_equal(g.rule, "(null)");
+    f.rule = "virus";
+    assert_int_equal(query(ro, &f).n, 0);
+    msglog_close(ro);
+    assert_int_equal(column_count("SELECT COUNT(*) FROM pragma_table_info('msg') WHERE name = 'rule'"),
+                     0);
+
+    /* The writable open adds the column and its index; new rows carry the rule. */
+    struct msglog *log = open_log(NULL);
+    assert_int_equal(column_count("SELECT COUNT(*) FROM pragma_table_info('msg') WHERE name = 'rule'"),
+                     1);
+    assert_int_equal(
+        column_count("SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'msg_rule'"),
+        1);
+    row(&r, "000000000000A2", T0 + 20, "c@example.com", "d@example.org", NULL, "too big", "policy",
+        "quarantined", NULL);
+    r.rule = "file_size";
+    assert_int_equal(msglog_append(log, &r), 0);
+    row(&r, "000000000000A3", T0 + 30, "c@example.com", "d@example.org", NULL, "eicar", "virus",
+        "discarded", "Eicar-Test-Signature");
+    r.rule = "virus";
+    assert_int_equal(msglog_append(log, &r), 0);
+    assert_int_equal(msglog_flush(log), 0);
+
+    memset(&f, 0, sizeof(f));
+    g = query(log, &f);
+    assert_int_equal(g.n, 3);
+    assert_string_equal(g.ids[2], "000000000000A1"); /* the old row is still there */
+    f.rule = "file_size";
+    g = query(log, &f);
+    assert_int_equal(g.n, 1);
+    assert_string_equal(g.ids[0], "000000000000A2");
+    assert_string_equal(g.rule, "file_size");
+    f.rule = "virus";
+    g = query(log, &f);
+    assert_int_equal(g.n, 1);
+    assert_string_equal(g.ids[0], "000000000000A3");
+    f.rule = "nosuchrule";
+    assert_int_equal(query(log, &f).n, 0);
+    msglog_close(log);
+
+    /* Opening again changes nothing. */
+    log = open_log(NULL);
+    memset(&f, 0, sizeof(f));
+    f.rule = "file_size";
+    assert_int_equal(query(log, &f).n, 1);
+    msglog_close(log);
+}
+
 int
 main(void)
 {
@@ -575,6 +677,9 @@ main(void)
         cmocka_unit_test_setup_teardown(test_append_while_querying, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_append_never_blocks, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_writer_retention, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_rule_column, setup_dir, teardown_dir),
     };
+    if (getenv("TEST_FILTER"))
+        cmocka_set_test_filter(getenv("TEST_FILTER"));
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

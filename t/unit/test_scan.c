@@ -52,6 +52,7 @@ conf(const char *virus_extra, const char *scan_extra)
             virus_extra ? virus_extra : "");
     fprintf(f, "scan {\n%s\n}\n", scan_extra ? scan_extra : "");
     fclose(f);
+    sr_action_register();
     c = config_load(path, 1, err, sizeof(err));
     if (c == NULL)
         fail_msg("config: %s", err);
@@ -457,6 +458,11 @@ test_size_rules(void **state)
     assert_string_equal(r.findings[0].name, "message_size");
     assert_string_equal(r.findings[1].name, "recipients");
     assert_int_equal(r.findings[1].action, SR_ACTION_DISCARD);
+    /* Each carries its rule and checker; the verdict names the deciding one. */
+    assert_string_equal(r.findings[0].rule, "message_size");
+    assert_string_equal(r.findings[0].checker, "limits");
+    assert_string_equal(r.rule, "message_size");
+    assert_string_equal(r.checker, "limits");
     assert_int_equal(r.findings[1].value, 3);
     scan_result_free(&r);
     config_free(c);
@@ -661,6 +667,199 @@ setup(void **state)
     return 0;
 }
 
+/*
+ * A third checker, as a test double: it adds the findings it is given
+ * (and a header field) through the checker API. The composer is not
+ * touched: its findings compete by the precedence of their actions.
+ */
+struct double_checker {
+    struct scan_finding_in f[4];
+    size_t n;
+    int calls;
+};
+
+static int
+double_check(void *arg, const struct scan_input *in, struct scan_result *res)
+{
+    struct double_checker *d = arg;
+    d->calls++;
+    assert_non_null(in->msg);
+    assert_true(in->len > 0);
+    for (size_t i = 0; i < d->n; i++)
+        if (scan_add_finding(res, &d->f[i]) < 0)
+            return -1;
+    return scan_add_header(res, "X-Test-Checker", "seen");
+}
+
+static struct scan_finding_in
+policy_finding(const char *rule, enum sr_action a)
+{
+    struct scan_finding_in f = {.checker = "policy", .rule = rule, .kind = SCAN_POLICY,
+                                .action = a, .name = rule, .location = "Subject"};
+    return f;
+}
+
+static struct scan_finding_in
+scored_finding(const char *rule, double score)
+{
+    struct scan_finding_in f = {.checker = "spam", .rule = rule, .kind = SCAN_SPAM,
+                                .action = SR_ACTION_DELIVER, .has_score = 1, .score = score,
+                                .name = rule, .location = "message"};
+    return f;
+}
+
+static void
+scan_with(const char *file, struct double_checker *d, const struct verdict_threshold *t, size_t nt,
+          struct scan_result *r)
+{
+    struct sr_config *c = conf(NULL, NULL);
+    struct scan_checker ck = {"double", double_check, d};
+    struct scan_opts o = {&ck, 1, t, nt};
+    size_t len;
+    char *msg = slurp(file, &len);
+
+    assert_int_equal(scan_message_opts(engine, c, msg, len, 1, &o, r), 0);
+    assert_int_equal(d->calls, 1);
+    free(msg);
+    config_free(c);
+}
+
+static void
+test_third_checker_decides(void **state)
+{
+    (void)state;
+    struct double_checker d = {.n = 1};
+    struct scan_result r;
+
+    /* Alone on a clean message: its reject decides, its rule is named. */
+    d.f[0] = policy_finding("no-invoices", SR_ACTION_REJECT);
+    scan_with("clean.eml", &d, NULL, 0, &r);
+    assert_int_equal(r.action, SR_ACTION_REJECT);
+    assert_int_equal(r.kind, SCAN_POLICY);
+    assert_string_equal(r.result, "policy");
+    assert_string_equal(r.rule, "no-invoices");
+    assert_string_equal(r.checker, "policy");
+    assert_int_equal(r.nfindings, 1);
+    assert_int_equal(r.deciding, 0);
+    /* Header list: the virus checker's two first (still Clean), then the double's. */
+    assert_int_equal(r.nheaders, 3);
+    assert_string_equal(r.headers[1], "X-Virus-Status: Clean");
+    assert_string_equal(r.headers[2], "X-Test-Checker: seen");
+    scan_result_free(&r);
+
+    /* Against a virus (discard): its reject is stronger and decides... */
+    d.calls = 0;
+    scan_with("eicar-zip.eml", &d, NULL, 0, &r);
+    assert_int_equal(r.action, SR_ACTION_REJECT);
+    assert_string_equal(r.rule, "no-invoices");
+    assert_string_equal(r.virus, "Win.Test.EICAR.UNOFFICIAL");
+    assert_string_equal(r.headers[1], "X-Virus-Status: Infected (Win.Test.EICAR.UNOFFICIAL)");
+    scan_result_free(&r);
+
+    /* ...its tag loses to the virus rule's discard. */
+    d.calls = 0;
+    d.f[0] = policy_finding("no-invoices", SR_ACTION_TAG);
+    scan_with("eicar-zip.eml", &d, NULL, 0, &r);
+    assert_int_equal(r.action, SR_ACTION_DISCARD);
+    assert_int_equal(r.kind, SCAN_VIRUS);
+    assert_string_equal(r.rule, "virus");
+    assert_string_equal(r.checker, "virus");
+    assert_true(r.nfindings >= 2);
+    assert_string_equal(r.findings[r.nfindings - 1].rule, "no-invoices");
+    assert_int_equal(r.findings[r.nfindings - 1].action, SR_ACTION_TAG);
+    scan_result_free(&r);
+
+    /* Its quarantine loses to discard too (reject > discard > quarantine). */
+    d.calls = 0;
+    d.f[0] = policy_finding("no-invoices", SR_ACTION_QUARANTINE);
+    scan_with("eicar-zip.eml", &d, NULL, 0, &r);
+    assert_int_equal(r.action, SR_ACTION_DISCARD);
+    assert_string_equal(r.rule, "virus");
+    scan_result_free(&r);
+}
+
+static void
+test_third_checker_scores(void **state)
+{
+    (void)state;
+    static const struct verdict_threshold t[] = {{10, SR_ACTION_QUARANTINE}, {5, SR_ACTION_TAG}};
+    struct double_checker d = {.n = 2};
+    struct scan_result r;
+
+    /* 3 + 4 = 7: over 5 (tag), under 10; the larger score names the verdict. */
+    d.f[0] = scored_finding("BAYES_50", 3);
+    d.f[1] = scored_finding("URIBL_RED", 4);
+    scan_with("clean.eml", &d, t, 2, &r);
+    assert_int_equal(r.has_score, 1);
+    assert_true(r.score > 6.99 && r.score < 7.01);
+    assert_int_equal(r.action, SR_ACTION_TAG);
+    assert_string_equal(r.rule, "URIBL_RED");
+    assert_string_equal(r.result, "spam");
+    scan_result_free(&r);
+
+    /* 3 + 8 = 11: quarantine. */
+    d.calls = 0;
+    d.f[1] = scored_finding("URIBL_BLACK", 8);
+    scan_with("clean.eml", &d, t, 2, &r);
+    assert_int_equal(r.action, SR_ACTION_QUARANTINE);
+    assert_string_equal(r.rule, "URIBL_BLACK");
+    scan_result_free(&r);
+
+    /* 1 + 2 = 3: no threshold reached, nothing decided by the scores. */
+    d.calls = 0;
+    d.f[0] = scored_finding("BAYES_20", 1);
+    d.f[1] = scored_finding("HTML_MESSAGE", 2);
+    scan_with("clean.eml", &d, t, 2, &r);
+    assert_int_equal(r.action, SR_ACTION_DELIVER);
+    assert_int_equal(r.kind, SCAN_CLEAN);
+    assert_null(r.rule);
+    assert_true(r.score > 2.99 && r.score < 3.01);
+    scan_result_free(&r);
+
+    /* 11 against a virus: quarantine loses to the virus rule's discard. */
+    d.calls = 0;
+    d.f[0] = scored_finding("BAYES_99", 11);
+    scan_with("eicar-zip.eml", &d, t, 2, &r);
+    assert_int_equal(r.action, SR_ACTION_DISCARD);
+    assert_string_equal(r.rule, "virus");
+    scan_result_free(&r);
+}
+
+/* The composer alone: every pair of actions, the stronger wins whatever the order. */
+static void
+test_compose_precedence(void **state)
+{
+    (void)state;
+    static const enum sr_action order[] = {SR_ACTION_DELIVER, SR_ACTION_TAG, SR_ACTION_STRIP,
+                                           SR_ACTION_DEFER, SR_ACTION_QUARANTINE,
+                                           SR_ACTION_DISCARD, SR_ACTION_REJECT};
+    const size_t n = sizeof(order) / sizeof(order[0]);
+    struct verdict v;
+
+    verdict_compose(NULL, 0, NULL, &v);
+    assert_int_equal(v.action, SR_ACTION_DELIVER);
+    assert_int_equal(v.deciding, -1);
+    for (size_t i = 0; i < n; i++) {
+        for (size_t j = 0; j < n; j++) {
+            struct scan_finding f[2];
+            memset(f, 0, sizeof(f));
+            f[0].kind = SCAN_POLICY;
+            f[0].action = order[i];
+            f[0].part = 1;
+            f[1].kind = SCAN_LIMIT;
+            f[1].action = order[j];
+            f[1].part = 1;
+            verdict_compose(f, 2, NULL, &v);
+            assert_int_equal(v.action, order[i > j ? i : j]);
+            assert_int_equal(v.deciding, j > i ? 1 : 0);
+        }
+    }
+    /* strip of the message as a whole is tag. */
+    struct scan_finding g = {.kind = SCAN_LIMIT, .action = SR_ACTION_STRIP, .part = 0};
+    verdict_compose(&g, 1, NULL, &v);
+    assert_int_equal(v.action, SR_ACTION_TAG);
+}
+
 static int
 teardown(void **state)
 {
@@ -682,6 +881,8 @@ main(void)
         cmocka_unit_test(test_mime_limits),   cmocka_unit_test(test_fd_and_pipe),
         cmocka_unit_test(test_threads),       cmocka_unit_test(test_lying_zip),
         cmocka_unit_test(test_zip_declared_sizes), cmocka_unit_test(test_clean_cache),
+        cmocka_unit_test(test_third_checker_decides), cmocka_unit_test(test_third_checker_scores),
+        cmocka_unit_test(test_compose_precedence),
     };
     if (getenv("TEST_FILTER"))
         cmocka_set_test_filter(getenv("TEST_FILTER"));

@@ -83,6 +83,46 @@ run(struct event_base *base, int secs)
     event_free(guard);
 }
 
+/* Work that records the log ID its thread carries. */
+static void
+id_work(struct scan_job *job, struct sr_engine *e)
+{
+    (void)e;
+    snprintf(job->user, 32, "%s", log_get_id());
+}
+
+/* Every job's thread carries the job's log ID (the queue ID) while it runs, and only then. */
+static void
+test_log_id(void **state)
+{
+    (void)state;
+    char err[256], seen[8][32];
+    struct event_base *base = event_base_new();
+    struct scan_pool *p = scan_pool_new(base, holder, cfg, 1, 100, err, sizeof(err));
+    struct scan_job jobs[8];
+    struct tally t = {base, 0, 0, 0, 0, 0, 8};
+
+    assert_non_null(p);
+    for (int i = 0; i < 8; i++) {
+        memset(&jobs[i], 0, sizeof(jobs[i]));
+        jobs[i].work = id_work;
+        jobs[i].user = seen[i];
+        if (i % 2 == 0)
+            snprintf(jobs[i].log_id, sizeof(jobs[i].log_id), "0660EADB00240%d", i);
+        assert_int_equal(scan_pool_submit(p, &jobs[i], on_done, &t), 0);
+    }
+    run(base, 20);
+    assert_int_equal(t.done, 8);
+    for (int i = 0; i < 8; i++) {
+        char want[32] = "";
+        if (i % 2 == 0)
+            snprintf(want, sizeof(want), "0660EADB00240%d", i);
+        assert_string_equal(seen[i], want);
+    }
+    scan_pool_free(p);
+    event_base_free(base);
+}
+
 static void
 test_results_on_loop(void **state)
 {
@@ -285,6 +325,7 @@ setup(void **state)
     f = fopen(conf, "w");
     fprintf(f, "virus {\n  database_directory = \"%s\"\n}\n", SIGS);
     fclose(f);
+    sr_action_register();
     cfg = config_load(conf, 1, err, sizeof(err));
     unlink(conf);
     rmdir(path);
@@ -313,6 +354,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_results_on_loop),
+        cmocka_unit_test(test_log_id),
         cmocka_unit_test(test_bounded_and_loop_free),
         cmocka_unit_test(test_cancel_on_free),
         cmocka_unit_test(test_reload_during_scans),
