@@ -69,17 +69,28 @@ nice -n "${FUZZ_NICE:-19}" "$BIN" $OPTS ${FUZZ_ARGS:-} \
     -artifact_prefix="$ROOT/fuzz/crashes/$T/" "$WORK/corpus" 2>"$WORK/log"
 RC=$?
 set -e
-grep -E '^#[0-9]+ +(INITED|DONE)|^stat::|ERROR|SUMMARY|invariant broken|^==[0-9]+==' "$WORK/log" | head -40
-tail -n 3 "$WORK/log" | grep -v '^stat::' || true
 cp "$WORK/log" "$ROOT/$B/fuzz-$T.log"
+grep -E 'INITED|DONE|ERROR|SUMMARY|invariant broken|transcript differs|Test unit written' \
+    "$WORK/log" | head -40
+grep -E '^stat::(number_of_executed_units|average_exec_per_sec|new_units_added|peak_rss_mb)' \
+    "$WORK/log" || true
 
-# Merge: keep only what adds coverage to the tree's corpus.
-if [ "${FUZZ_NO_MERGE:-0}" != 1 ]; then
-    before=$(ls "fuzz/corpus/$T" | wc -l)
-    nice -n "${FUZZ_NICE:-19}" "$BIN" -merge=1 $(grep -v '^#' "fuzz/$T.options" 2>/dev/null | tr '\n' ' ') \
-        "fuzz/corpus/$T" "$WORK/corpus" >"$WORK/merge.log" 2>&1 || true
-    after=$(ls "fuzz/corpus/$T" | wc -l)
-    echo "run.sh: corpus fuzz/corpus/$T: $before -> $after inputs, $(du -sk "fuzz/corpus/$T" | cut -f1) KB"
+# Merge: the tree's corpus and the new inputs, minimized together by
+# libFuzzer (-merge=1: the smallest inputs that keep every feature), then
+# the tree's folder holds that set. Not after a crash (the run was cut short).
+if [ "${FUZZ_NO_MERGE:-0}" != 1 ] && [ $RC -eq 0 ]; then
+    before="$(ls "fuzz/corpus/$T" | wc -l) inputs, $(du -sb "fuzz/corpus/$T" | cut -f1) bytes"
+    mkdir "$WORK/merged"
+    if nice -n "${FUZZ_NICE:-19}" "$BIN" -merge=1 "$WORK/merged" "fuzz/corpus/$T" "$WORK/corpus" \
+        >"$WORK/merge.log" 2>&1 && [ -n "$(ls "$WORK/merged")" ]; then
+        rm -f "fuzz/corpus/$T"/*
+        cp "$WORK/merged"/* "fuzz/corpus/$T/"
+    else
+        echo "run.sh: merge failed, corpus left alone (see $B/fuzz-$T-merge.log)"
+        cp "$WORK/merge.log" "$ROOT/$B/fuzz-$T-merge.log"
+    fi
+    after="$(ls "fuzz/corpus/$T" | wc -l) inputs, $(du -sb "fuzz/corpus/$T" | cut -f1) bytes"
+    echo "run.sh: corpus fuzz/corpus/$T: $before -> $after"
 fi
 echo "run.sh: log in $B/fuzz-$T.log; exit $RC"
 exit $RC
