@@ -41,9 +41,16 @@ part_cb(void *arg, const struct mime_part_info *pi)
     FUZZ_CHECK(pi->len == 0 || pi->data != NULL);
     for (size_t i = 0; i < pi->len; i++)
         h = (h ^ pi->data[i]) * 16777619u;
-    FUZZ_CHECK(pi->raw_begin >= 0 && pi->raw_begin <= pi->raw_end);
-    FUZZ_CHECK((size_t)pi->raw_end <= w->rawlen);
-    FUZZ_CHECK(pi->body_begin == -1 ||
+    /* The raw range: unknown (-1, -1) or within the message and in order. */
+    int unknown = pi->raw_begin == -1 && pi->raw_end == -1;
+    if (!unknown &&
+        (pi->raw_begin < 0 || pi->raw_begin > pi->raw_end || (size_t)pi->raw_end > w->rawlen))
+        fprintf(stderr, "part %d (%s, %s): raw %lld-%lld body %lld, message %zu bytes\n",
+                pi->index, pi->path, pi->section, (long long)pi->raw_begin,
+                (long long)pi->raw_end, (long long)pi->body_begin, w->rawlen);
+    FUZZ_CHECK(unknown || (pi->raw_begin >= 0 && pi->raw_begin <= pi->raw_end));
+    FUZZ_CHECK(unknown || (size_t)pi->raw_end <= w->rawlen);
+    FUZZ_CHECK(unknown || pi->body_begin == -1 ||
                (pi->body_begin >= pi->raw_begin && pi->body_begin <= pi->raw_end));
     FUZZ_CHECK(pi->encoded_len >= 0);
     for (const char *c = pi->content_type; *c; c++)

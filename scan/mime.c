@@ -1105,6 +1105,8 @@ walk_leaf(struct walk *w, GMimePart *part, GMimeObject *owner, int depth, const 
                 pi.raw_begin--;
         }
     }
+    if (be < 0)
+        pi.raw_begin = -1; /* no body GMime could place (no blank line after the headers) */
     pi.encoded_len = bb >= 0 ? be - bb : 0;
 
     /* Transfer-decode. */
@@ -1175,9 +1177,20 @@ walk_leaf(struct walk *w, GMimePart *part, GMimeObject *owner, int depth, const 
     if (pi.data == NULL)
         pi.data = (const unsigned char *)"";
 
+    /* A name GMime left in raw bytes (RFC 2231 without a charset): as header text. */
+    char *fname_utf8 = NULL;
+    if (fname && !g_utf8_validate(fname, -1, NULL)) {
+        GString *u = g_string_new(NULL);
+        GByteArray *raw = g_byte_array_new();
+        g_byte_array_append(raw, (const guint8 *)fname, (guint)strlen(fname));
+        flush_bytes(u, raw, NULL);
+        g_byte_array_free(raw, TRUE);
+        fname = fname_utf8 = g_string_free(u, FALSE);
+    }
     snprintf(name_part, sizeof(name_part), "part %s", section);
     pi.filename = fname;
     if ((path = join_path(dir, fname ? fname : name_part)) == NULL) {
+        g_free(fname_utf8);
         free(o.p);
         return oom(w);
     }
@@ -1188,6 +1201,7 @@ walk_leaf(struct walk *w, GMimePart *part, GMimeObject *owner, int depth, const 
         r = emit_embedded(w, &pi, dir);
     if (r == 0 && strcmp(ctype, "message/rfc822") == 0 && pi.len > 0)
         r = walk_encoded_message(w, &pi, depth);
+    g_free(fname_utf8);
     free(path);
     free(o.p);
     return r;

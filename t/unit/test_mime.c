@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <glib.h>
 #include <gmime/gmime.h>
 
 #include "mime.h"
@@ -768,6 +769,30 @@ test_parse_fd_and_pipe(void **state)
     free(raw);
 }
 
+/* Found by fuzz/rfc2047: an RFC 2231 name without a charset is raw bytes; still UTF-8 out. */
+static void
+test_name_raw_2231_is_utf8(void **state)
+{
+    const char *s = "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+                    "Content-Type: application/octet-stream\r\n"
+                    "Content-Disposition: attachment; filename*=%e8%ab%ce.exe\r\n\r\nx\r\n"
+                    "--b--\r\n";
+    struct parts ps = {0};
+    char err[128];
+    (void)state;
+
+    struct mime_msg *m = mime_parse_mem(s, strlen(s), 0, 0, err, sizeof(err));
+    assert_non_null(m);
+    assert_int_equal(mime_walk(m, collect, &ps), 0);
+    assert_int_equal(ps.n, 1);
+    assert_non_null(ps.v[0].filename);
+    assert_true(g_utf8_validate(ps.v[0].filename, -1, NULL));
+    assert_non_null(strstr(ps.v[0].filename, ".exe"));
+    assert_true(g_utf8_validate(ps.v[0].path, -1, NULL));
+    mime_free(m);
+    parts_free(&ps);
+}
+
 static void
 test_empty_and_tiny(void **state)
 {
@@ -777,7 +802,11 @@ test_empty_and_tiny(void **state)
                                    "Subject: x",
                                    "Subject: x\r\n\r\n",
                                    "Content-Type: multipart/mixed\r\n\r\nno boundary here",
-                                   "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"};
+                                   "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n",
+                                   /* found by fuzz/mime: no blank line after a part's
+                                    * headers, so GMime gives it no body */
+                                   "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+                                   "Content-Type: text/plain\r\nQUJD\r\n--b--\r\n"};
     char err[128];
     (void)state;
 
@@ -790,6 +819,7 @@ test_empty_and_tiny(void **state)
         for (int k = 0; k < ps.n; k++) {
             assert_true(ps.v[k].raw_end <= (int64_t)strlen(inputs[i]));
             assert_true(ps.v[k].raw_begin <= ps.v[k].raw_end);
+            assert_true(ps.v[k].raw_end >= 0 || ps.v[k].raw_begin == -1); /* unknown: both -1 */
         }
         mime_free(m);
         parts_free(&ps);
@@ -1043,6 +1073,7 @@ main(void)
         cmocka_unit_test(test_callback_stops_walk),
         cmocka_unit_test(test_parse_fd_and_pipe),
         cmocka_unit_test(test_empty_and_tiny),
+        cmocka_unit_test(test_name_raw_2231_is_utf8),
         cmocka_unit_test(test_large_attachment),
         cmocka_unit_test(test_truncated_and_mutated),
     };
