@@ -366,6 +366,24 @@ flush_bytes(GString *out, GByteArray *pend, const char *charset)
     g_byte_array_set_size(pend, 0);
 }
 
+/*
+ * A file name that is not valid UTF-8 (raw 8-bit bytes: an RFC 2231 value
+ * without a charset, a "begin 644" line), converted like raw header text;
+ * g_malloc'd, or NULL when name is valid UTF-8 already.
+ */
+static char *
+name_utf8(const char *name)
+{
+    if (g_utf8_validate(name, -1, NULL))
+        return NULL;
+    GString *u = g_string_new(NULL);
+    GByteArray *raw = g_byte_array_new();
+    g_byte_array_append(raw, (const guint8 *)name, (guint)strlen(name));
+    flush_bytes(u, raw, NULL);
+    g_byte_array_free(raw, TRUE);
+    return g_string_free(u, FALSE);
+}
+
 static int
 b64val(int c)
 {
@@ -1000,12 +1018,14 @@ emit_embedded(struct walk *w, const struct mime_part_info *text, const char *dir
             free(o.p);
             return oom(w);
         }
-        if ((path = join_path(dir, name)) == NULL) {
+        char *uname = name_utf8(name);
+        if ((path = join_path(dir, uname ? uname : name)) == NULL) {
+            g_free(uname);
             free(o.p);
             return oom(w);
         }
         pi.content_type = "application/octet-stream";
-        pi.filename = name;
+        pi.filename = uname ? uname : name;
         pi.path = path;
         pi.data = o.p ? o.p : (const unsigned char *)"";
         pi.len = o.len;
@@ -1013,6 +1033,7 @@ emit_embedded(struct walk *w, const struct mime_part_info *text, const char *dir
         pi.decode_error = bad;
         pi.embedded = 1;
         int r = emit(w, &pi);
+        g_free(uname);
         free(path);
         free(o.p);
         if (r < 0)
@@ -1178,15 +1199,9 @@ walk_leaf(struct walk *w, GMimePart *part, GMimeObject *owner, int depth, const 
         pi.data = (const unsigned char *)"";
 
     /* A name GMime left in raw bytes (RFC 2231 without a charset): as header text. */
-    char *fname_utf8 = NULL;
-    if (fname && !g_utf8_validate(fname, -1, NULL)) {
-        GString *u = g_string_new(NULL);
-        GByteArray *raw = g_byte_array_new();
-        g_byte_array_append(raw, (const guint8 *)fname, (guint)strlen(fname));
-        flush_bytes(u, raw, NULL);
-        g_byte_array_free(raw, TRUE);
-        fname = fname_utf8 = g_string_free(u, FALSE);
-    }
+    char *fname_utf8 = fname ? name_utf8(fname) : NULL;
+    if (fname_utf8)
+        fname = fname_utf8;
     snprintf(name_part, sizeof(name_part), "part %s", section);
     pi.filename = fname;
     if ((path = join_path(dir, fname ? fname : name_part)) == NULL) {

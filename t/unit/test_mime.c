@@ -769,14 +769,16 @@ test_parse_fd_and_pipe(void **state)
     free(raw);
 }
 
-/* Found by fuzz/rfc2047: an RFC 2231 name without a charset is raw bytes; still UTF-8 out. */
+/* Found by fuzz/rfc2047 and fuzz/mime: an RFC 2231 name without a charset and the
+ * name on a "begin 644" line are raw bytes; the names handed out are still UTF-8. */
 static void
-test_name_raw_2231_is_utf8(void **state)
+test_name_raw_8bit_is_utf8(void **state)
 {
     const char *s = "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
                     "Content-Type: application/octet-stream\r\n"
                     "Content-Disposition: attachment; filename*=%e8%ab%ce.exe\r\n\r\nx\r\n"
-                    "--b--\r\n";
+                    "--b\r\nContent-Type: text/plain\r\n\r\n"
+                    "begin 644 uu\xe8\xab\xce.exe\r\n#86)C\r\n`\r\nend\r\n--b--\r\n";
     struct parts ps = {0};
     char err[128];
     (void)state;
@@ -784,11 +786,17 @@ test_name_raw_2231_is_utf8(void **state)
     struct mime_msg *m = mime_parse_mem(s, strlen(s), 0, 0, err, sizeof(err));
     assert_non_null(m);
     assert_int_equal(mime_walk(m, collect, &ps), 0);
-    assert_int_equal(ps.n, 1);
+    assert_int_equal(ps.n, 3);
+    for (int i = 0; i < ps.n; i++) {
+        assert_true(g_utf8_validate(ps.v[i].path, -1, NULL));
+        if (ps.v[i].filename)
+            assert_true(g_utf8_validate(ps.v[i].filename, -1, NULL));
+    }
     assert_non_null(ps.v[0].filename);
-    assert_true(g_utf8_validate(ps.v[0].filename, -1, NULL));
     assert_non_null(strstr(ps.v[0].filename, ".exe"));
-    assert_true(g_utf8_validate(ps.v[0].path, -1, NULL));
+    assert_int_equal(ps.v[2].embedded, 1);
+    assert_non_null(ps.v[2].filename);
+    assert_non_null(strstr(ps.v[2].filename, ".exe"));
     mime_free(m);
     parts_free(&ps);
 }
@@ -1073,7 +1081,7 @@ main(void)
         cmocka_unit_test(test_callback_stops_walk),
         cmocka_unit_test(test_parse_fd_and_pipe),
         cmocka_unit_test(test_empty_and_tiny),
-        cmocka_unit_test(test_name_raw_2231_is_utf8),
+        cmocka_unit_test(test_name_raw_8bit_is_utf8),
         cmocka_unit_test(test_large_attachment),
         cmocka_unit_test(test_truncated_and_mutated),
     };
