@@ -81,7 +81,9 @@ grep -E '^stat::(number_of_executed_units|average_exec_per_sec|new_units_added|p
 if [ "${FUZZ_NO_MERGE:-0}" != 1 ] && [ $RC -eq 0 ]; then
     before="$(ls "fuzz/corpus/$T" | wc -l) inputs, $(du -sb "fuzz/corpus/$T" | cut -f1) bytes"
     mkdir "$WORK/merged"
-    if nice -n "${FUZZ_NICE:-19}" "$BIN" -merge=1 "$WORK/merged" "fuzz/corpus/$T" "$WORK/corpus" \
+    # shellcheck disable=SC2046
+    if nice -n "${FUZZ_NICE:-19}" "$BIN" -merge=1 $(grep -v '^#' "fuzz/$T.options" 2>/dev/null) \
+        "$WORK/merged" "fuzz/corpus/$T" "$WORK/corpus" \
         >"$WORK/merge.log" 2>&1 && [ -n "$(ls "$WORK/merged")" ]; then
         rm -f "fuzz/corpus/$T"/*
         cp "$WORK/merged"/* "fuzz/corpus/$T/"
