@@ -76,13 +76,15 @@ grep -E '^stat::(number_of_executed_units|average_exec_per_sec|new_units_added|p
     "$WORK/log" || true
 
 # Merge: the tree's corpus and the new inputs, minimized together by
-# libFuzzer (-merge=1: the smallest inputs that keep every feature), then
-# the tree's folder holds that set. Not after a crash (the run was cut short).
+# libFuzzer (-merge=1 -use_counters=0: the smallest inputs that keep every
+# covered edge; hit-count variety is found again by the next run), then
+# the tree's folder holds that set, so it stays small. Not after a crash
+# (the run was cut short).
 if [ "${FUZZ_NO_MERGE:-0}" != 1 ] && [ $RC -eq 0 ]; then
     before="$(ls "fuzz/corpus/$T" | wc -l) inputs, $(du -sb "fuzz/corpus/$T" | cut -f1) bytes"
     mkdir "$WORK/merged"
     # shellcheck disable=SC2046
-    if nice -n "${FUZZ_NICE:-19}" "$BIN" -merge=1 $(grep -v '^#' "fuzz/$T.options" 2>/dev/null) \
+    if nice -n "${FUZZ_NICE:-19}" "$BIN" -merge=1 -use_counters=0 $(grep -v '^#' "fuzz/$T.options" 2>/dev/null) \
         "$WORK/merged" "fuzz/corpus/$T" "$WORK/corpus" \
         >"$WORK/merge.log" 2>&1 && [ -n "$(ls "$WORK/merged")" ]; then
         rm -f "fuzz/corpus/$T"/*
