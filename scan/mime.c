@@ -29,6 +29,11 @@
  * for GMime: it is handed out as is, then its decoded text is parsed and
  * walked too (parts flagged embedded, raw range that of the encoded part).
  *
+ * A part whose headers are not followed by a blank line has no body for
+ * GMime (the rest reads as broken header lines); its body is taken from
+ * the first line that is not a header field, as lenient readers do, up to
+ * the next boundary-like line, and flagged decode_error.
+ *
  * Names and the subject are decoded to UTF-8 by GMime (RFC 2047, RFC 2231,
  * iconv); raw 8-bit header text is tried as UTF-8, EUC-JP, CP932
  * (Shift_JIS), ISO-8859-1 in that order.
@@ -952,6 +957,47 @@ body_after_headers(const struct mime_msg *m, int64_t hb)
     return (int64_t)m->parse_len;
 }
 
+/*
+ * The body of a part whose headers are not followed by a blank line, for
+ * which GMime has no content (it reads the rest as broken header lines).
+ * A lenient reader (Python's email, some mail clients) starts the body at
+ * the first line after hb that is neither a header field nor a folded
+ * continuation, so that is scanned: from there up to the next
+ * boundary-like line (the CRLF before it excluded). 0 with *bb, *be set;
+ * -1 when a boundary-like line or the end comes first (no body at all).
+ */
+static int
+unseparated_body(const struct mime_msg *m, int64_t hb, int64_t *bb, int64_t *be)
+{
+    const unsigned char *p = m->raw + hb, *end = m->raw + m->parse_len, *body = NULL;
+
+    while (p < end) {
+        const unsigned char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t n = nl ? (size_t)(nl - p) + 1 : (size_t)(end - p);
+        if (body == NULL) {
+            size_t k = 0;
+            while (k < n && p[k] > 32 && p[k] < 127 && p[k] != ':')
+                k++;
+            if (boundary_like(p, n))
+                return -1;
+            if (!(p[0] == ' ' || p[0] == '\t' || (k > 0 && k < n && p[k] == ':')))
+                body = p;
+        }
+        if (body != NULL && p != body && boundary_like(p, n))
+            break;
+        p += n;
+    }
+    if (body == NULL)
+        return -1;
+    if (p > body && p[-1] == '\n')
+        p--;
+    if (p > body && p[-1] == '\r')
+        p--;
+    *bb = body - m->raw;
+    *be = p - m->raw;
+    return 0;
+}
+
 /* "dir/name" (or "name") into a new string; NULL when out of memory. */
 static char *
 join_path(const char *dir, const char *name)
@@ -1095,6 +1141,7 @@ walk_leaf(struct walk *w, GMimePart *part, GMimeObject *owner, int depth, const 
     char ctype[256], name_part[300], bhname[256];
     const char *fname = g_mime_part_get_filename(part);
     int64_t bb = -1, be = -1;
+    int unseparated = 0; /* body found by unseparated_body(), not by GMime */
     char *path;
     int r;
 
@@ -1109,6 +1156,10 @@ walk_leaf(struct walk *w, GMimePart *part, GMimeObject *owner, int depth, const 
             be = (int64_t)m->parse_len;
         if (bb > be)
             bb = be;
+    } else if (dw == NULL) {
+        int64_t hb = headers_begin(GMIME_OBJECT(part), owner);
+        if (hb >= 0 && unseparated_body(m, hb, &bb, &be) == 0)
+            unseparated = 1;
     }
 
     pi.depth = depth;
@@ -1127,7 +1178,8 @@ walk_leaf(struct walk *w, GMimePart *part, GMimeObject *owner, int depth, const 
         }
     }
     if (be < 0)
-        pi.raw_begin = -1; /* no body GMime could place (no blank line after the headers) */
+        pi.raw_begin = -1; /* no body at all: the range is unknown */
+    pi.decode_error = unseparated;
     pi.encoded_len = bb >= 0 ? be - bb : 0;
 
     /* Transfer-decode. */
@@ -1160,7 +1212,7 @@ walk_leaf(struct walk *w, GMimePart *part, GMimeObject *owner, int depth, const 
         char uname[256];
         int nomem;
         if (uu_find_begin(in, in + inlen, uname, sizeof(uname), &data) != NULL) {
-            pi.decode_error = uu_decode_lines(data, in + inlen, &o, &nomem, &stop);
+            pi.decode_error |= uu_decode_lines(data, in + inlen, &o, &nomem, &stop);
             if (nomem) {
                 free(o.p);
                 return oom(w);

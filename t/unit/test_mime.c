@@ -801,6 +801,34 @@ test_name_raw_8bit_is_utf8(void **state)
     parts_free(&ps);
 }
 
+/* Found by fuzz/mime: no blank line after a part's headers. GMime has no body for
+ * it; the first line that is not a header field starts it, as in lenient readers. */
+static void
+test_part_without_blank_line(void **state)
+{
+    const char *s = "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+                    "Content-Type: application/octet-stream; name=x.bin\r\n"
+                    "Content-Transfer-Encoding: base64\r\n"
+                    "aGVsbG8s\r\nIHdvcmxk\r\n--b\r\nContent-Type: text/plain\r\n\r\nz\r\n--b--\r\n";
+    struct parts ps = {0};
+    char err[128];
+    (void)state;
+
+    struct mime_msg *m = mime_parse_mem(s, strlen(s), 0, 0, err, sizeof(err));
+    assert_non_null(m);
+    ps.keep_data = 1;
+    assert_int_equal(mime_walk(m, collect, &ps), 0);
+    assert_int_equal(ps.n, 2);
+    assert_int_equal(ps.v[0].len, 12);
+    assert_memory_equal(ps.v[0].data, "hello, world", 12);
+    assert_int_equal(ps.v[0].decode_error, 1); /* broken structure, said so */
+    assert_true(ps.v[0].raw_begin >= 0 && ps.v[0].raw_begin < ps.v[0].raw_end);
+    assert_memory_equal(s + ps.v[0].raw_end, "\r\n--b\r\n", 7);
+    assert_int_equal(ps.v[1].len, 1);
+    mime_free(m);
+    parts_free(&ps);
+}
+
 static void
 test_empty_and_tiny(void **state)
 {
@@ -1082,6 +1110,7 @@ main(void)
         cmocka_unit_test(test_parse_fd_and_pipe),
         cmocka_unit_test(test_empty_and_tiny),
         cmocka_unit_test(test_name_raw_8bit_is_utf8),
+        cmocka_unit_test(test_part_without_blank_line),
         cmocka_unit_test(test_large_attachment),
         cmocka_unit_test(test_truncated_and_mutated),
     };
