@@ -391,13 +391,16 @@ data_emit(struct smtpd_proto *p, const char *buf, size_t len)
 {
     if (len == 0)
         return;
+    /*
+     * Too big is decided by the total alone, before a store error, so the
+     * reply does not depend on how the bytes were chunked: a message over
+     * the limit gets 552 even when the store failed on earlier bytes.
+     */
     p->data_size += (int64_t)len;
+    if (p->lim->max_message_size > 0 && p->data_size > p->lim->max_message_size)
+        p->data_too_big = 1;
     if (p->data_too_big || p->data_error)
         return;
-    if (p->lim->max_message_size > 0 && p->data_size > p->lim->max_message_size) {
-        p->data_too_big = 1;
-        return;
-    }
     if (p->ops->data_chunk(p->arg, buf, len) < 0)
         p->data_error = errno ? errno : EIO;
 }

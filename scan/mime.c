@@ -31,6 +31,11 @@
  * Every limit that sub-parse or its walk hits is added to the message's
  * own flags: a message not walked whole never looks complete.
  *
+ * A part whose headers are not followed by a blank line has no body for
+ * GMime (the rest reads as broken header lines); its body is taken from
+ * the first line that is not a header field, as lenient readers do, up to
+ * the next boundary-like line, and flagged decode_error.
+ *
  * Names and the subject are decoded to UTF-8 by GMime (RFC 2047, RFC 2231,
  * iconv); raw 8-bit header text is tried as UTF-8, EUC-JP, CP932
  * (Shift_JIS), ISO-8859-1 in that order.
@@ -366,6 +371,24 @@ flush_bytes(GString *out, GByteArray *pend, const char *charset)
         g_free(u);
     }
     g_byte_array_set_size(pend, 0);
+}
+
+/*
+ * A file name that is not valid UTF-8 (raw 8-bit bytes: an RFC 2231 value
+ * without a charset, a "begin 644" line), converted like raw header text;
+ * g_malloc'd, or NULL when name is valid UTF-8 already.
+ */
+static char *
+name_utf8(const char *name)
+{
+    if (g_utf8_validate(name, -1, NULL))
+        return NULL;
+    GString *u = g_string_new(NULL);
+    GByteArray *raw = g_byte_array_new();
+    g_byte_array_append(raw, (const guint8 *)name, (guint)strlen(name));
+    flush_bytes(u, raw, NULL);
+    g_byte_array_free(raw, TRUE);
+    return g_string_free(u, FALSE);
 }
 
 static int
@@ -936,6 +959,47 @@ body_after_headers(const struct mime_msg *m, int64_t hb)
     return (int64_t)m->parse_len;
 }
 
+/*
+ * The body of a part whose headers are not followed by a blank line, for
+ * which GMime has no content (it reads the rest as broken header lines).
+ * A lenient reader (Python's email, some mail clients) starts the body at
+ * the first line after hb that is neither a header field nor a folded
+ * continuation, so that is scanned: from there up to the next
+ * boundary-like line (the CRLF before it excluded). 0 with *bb, *be set;
+ * -1 when a boundary-like line or the end comes first (no body at all).
+ */
+static int
+unseparated_body(const struct mime_msg *m, int64_t hb, int64_t *bb, int64_t *be)
+{
+    const unsigned char *p = m->raw + hb, *end = m->raw + m->parse_len, *body = NULL;
+
+    while (p < end) {
+        const unsigned char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t n = nl ? (size_t)(nl - p) + 1 : (size_t)(end - p);
+        if (body == NULL) {
+            size_t k = 0;
+            while (k < n && p[k] > 32 && p[k] < 127 && p[k] != ':')
+                k++;
+            if (boundary_like(p, n))
+                return -1;
+            if (!(p[0] == ' ' || p[0] == '\t' || (k > 0 && k < n && p[k] == ':')))
+                body = p;
+        }
+        if (body != NULL && p != body && boundary_like(p, n))
+            break;
+        p += n;
+    }
+    if (body == NULL)
+        return -1;
+    if (p > body && p[-1] == '\n')
+        p--;
+    if (p > body && p[-1] == '\r')
+        p--;
+    *bb = body - m->raw;
+    *be = p - m->raw;
+    return 0;
+}
+
 /* "dir/name" (or "name") into a new string; NULL when out of memory. */
 static char *
 join_path(const char *dir, const char *name)
@@ -1002,12 +1066,14 @@ emit_embedded(struct walk *w, const struct mime_part_info *text, const char *dir
             free(o.p);
             return oom(w);
         }
-        if ((path = join_path(dir, name)) == NULL) {
+        char *uname = name_utf8(name);
+        if ((path = join_path(dir, uname ? uname : name)) == NULL) {
+            g_free(uname);
             free(o.p);
             return oom(w);
         }
         pi.content_type = "application/octet-stream";
-        pi.filename = name;
+        pi.filename = uname ? uname : name;
         pi.path = path;
         pi.data = o.p ? o.p : (const unsigned char *)"";
         pi.len = o.len;
@@ -1015,6 +1081,7 @@ emit_embedded(struct walk *w, const struct mime_part_info *text, const char *dir
         pi.decode_error = bad;
         pi.embedded = 1;
         int r = emit(w, &pi);
+        g_free(uname);
         free(path);
         free(o.p);
         if (r < 0)
@@ -1082,6 +1149,7 @@ walk_leaf(struct walk *w, GMimePart *part, GMimeObject *owner, int depth, const 
     char ctype[256], name_part[300], bhname[256];
     const char *fname = g_mime_part_get_filename(part);
     int64_t bb = -1, be = -1;
+    int unseparated = 0; /* body found by unseparated_body(), not by GMime */
     char *path;
     int r;
 
@@ -1096,6 +1164,10 @@ walk_leaf(struct walk *w, GMimePart *part, GMimeObject *owner, int depth, const 
             be = (int64_t)m->parse_len;
         if (bb > be)
             bb = be;
+    } else if (dw == NULL) {
+        int64_t hb = headers_begin(GMIME_OBJECT(part), owner);
+        if (hb >= 0 && unseparated_body(m, hb, &bb, &be) == 0)
+            unseparated = 1;
     }
 
     pi.depth = depth;
@@ -1113,6 +1185,9 @@ walk_leaf(struct walk *w, GMimePart *part, GMimeObject *owner, int depth, const 
                 pi.raw_begin--;
         }
     }
+    if (be < 0)
+        pi.raw_begin = -1; /* no body at all: the range is unknown */
+    pi.decode_error = unseparated;
     pi.encoded_len = bb >= 0 ? be - bb : 0;
 
     /* Transfer-decode. */
@@ -1145,7 +1220,7 @@ walk_leaf(struct walk *w, GMimePart *part, GMimeObject *owner, int depth, const 
         char uname[256];
         int nomem;
         if (uu_find_begin(in, in + inlen, uname, sizeof(uname), &data) != NULL) {
-            pi.decode_error = uu_decode_lines(data, in + inlen, &o, &nomem, &stop);
+            pi.decode_error |= uu_decode_lines(data, in + inlen, &o, &nomem, &stop);
             if (nomem) {
                 free(o.p);
                 return oom(w);
@@ -1183,9 +1258,14 @@ walk_leaf(struct walk *w, GMimePart *part, GMimeObject *owner, int depth, const 
     if (pi.data == NULL)
         pi.data = (const unsigned char *)"";
 
+    /* A name GMime left in raw bytes (RFC 2231 without a charset): as header text. */
+    char *fname_utf8 = fname ? name_utf8(fname) : NULL;
+    if (fname_utf8)
+        fname = fname_utf8;
     snprintf(name_part, sizeof(name_part), "part %s", section);
     pi.filename = fname;
     if ((path = join_path(dir, fname ? fname : name_part)) == NULL) {
+        g_free(fname_utf8);
         free(o.p);
         return oom(w);
     }
@@ -1196,6 +1276,7 @@ walk_leaf(struct walk *w, GMimePart *part, GMimeObject *owner, int depth, const 
         r = emit_embedded(w, &pi, dir);
     if (r == 0 && strcmp(ctype, "message/rfc822") == 0 && pi.len > 0)
         r = walk_encoded_message(w, &pi, depth);
+    g_free(fname_utf8);
     free(path);
     free(o.p);
     return r;

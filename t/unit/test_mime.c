@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <glib.h>
 #include <gmime/gmime.h>
 
 #include "mime.h"
@@ -849,6 +850,66 @@ test_parse_fd_and_pipe(void **state)
     free(raw);
 }
 
+/* Found by fuzz/rfc2047 and fuzz/mime: an RFC 2231 name without a charset and the
+ * name on a "begin 644" line are raw bytes; the names handed out are still UTF-8. */
+static void
+test_name_raw_8bit_is_utf8(void **state)
+{
+    const char *s = "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+                    "Content-Type: application/octet-stream\r\n"
+                    "Content-Disposition: attachment; filename*=%e8%ab%ce.exe\r\n\r\nx\r\n"
+                    "--b\r\nContent-Type: text/plain\r\n\r\n"
+                    "begin 644 uu\xe8\xab\xce.exe\r\n#86)C\r\n`\r\nend\r\n--b--\r\n";
+    struct parts ps = {0};
+    char err[128];
+    (void)state;
+
+    struct mime_msg *m = mime_parse_mem(s, strlen(s), 0, 0, err, sizeof(err));
+    assert_non_null(m);
+    assert_int_equal(mime_walk(m, collect, &ps), 0);
+    assert_int_equal(ps.n, 3);
+    for (int i = 0; i < ps.n; i++) {
+        assert_true(g_utf8_validate(ps.v[i].path, -1, NULL));
+        if (ps.v[i].filename)
+            assert_true(g_utf8_validate(ps.v[i].filename, -1, NULL));
+    }
+    assert_non_null(ps.v[0].filename);
+    assert_non_null(strstr(ps.v[0].filename, ".exe"));
+    assert_int_equal(ps.v[2].embedded, 1);
+    assert_non_null(ps.v[2].filename);
+    assert_non_null(strstr(ps.v[2].filename, ".exe"));
+    mime_free(m);
+    parts_free(&ps);
+}
+
+/* Found by fuzz/mime: no blank line after a part's headers. GMime has no body for
+ * it; the first line that is not a header field starts it, as in lenient readers. */
+static void
+test_part_without_blank_line(void **state)
+{
+    const char *s = "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+                    "Content-Type: application/octet-stream; name=x.bin\r\n"
+                    "Content-Transfer-Encoding: base64\r\n"
+                    "aGVsbG8s\r\nIHdvcmxk\r\n--b\r\nContent-Type: text/plain\r\n\r\nz\r\n--b--\r\n";
+    struct parts ps = {0};
+    char err[128];
+    (void)state;
+
+    struct mime_msg *m = mime_parse_mem(s, strlen(s), 0, 0, err, sizeof(err));
+    assert_non_null(m);
+    ps.keep_data = 1;
+    assert_int_equal(mime_walk(m, collect, &ps), 0);
+    assert_int_equal(ps.n, 2);
+    assert_int_equal(ps.v[0].len, 12);
+    assert_memory_equal(ps.v[0].data, "hello, world", 12);
+    assert_int_equal(ps.v[0].decode_error, 1); /* broken structure, said so */
+    assert_true(ps.v[0].raw_begin >= 0 && ps.v[0].raw_begin < ps.v[0].raw_end);
+    assert_memory_equal(s + ps.v[0].raw_end, "\r\n--b\r\n", 7);
+    assert_int_equal(ps.v[1].len, 1);
+    mime_free(m);
+    parts_free(&ps);
+}
+
 static void
 test_empty_and_tiny(void **state)
 {
@@ -858,7 +919,11 @@ test_empty_and_tiny(void **state)
                                    "Subject: x",
                                    "Subject: x\r\n\r\n",
                                    "Content-Type: multipart/mixed\r\n\r\nno boundary here",
-                                   "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"};
+                                   "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n",
+                                   /* found by fuzz/mime: no blank line after a part's
+                                    * headers, so GMime gives it no body */
+                                   "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
+                                   "Content-Type: text/plain\r\nQUJD\r\n--b--\r\n"};
     char err[128];
     (void)state;
 
@@ -871,6 +936,7 @@ test_empty_and_tiny(void **state)
         for (int k = 0; k < ps.n; k++) {
             assert_true(ps.v[k].raw_end <= (int64_t)strlen(inputs[i]));
             assert_true(ps.v[k].raw_begin <= ps.v[k].raw_end);
+            assert_true(ps.v[k].raw_end >= 0 || ps.v[k].raw_begin == -1); /* unknown: both -1 */
         }
         mime_free(m);
         parts_free(&ps);
@@ -1125,6 +1191,8 @@ main(void)
         cmocka_unit_test(test_callback_stops_walk),
         cmocka_unit_test(test_parse_fd_and_pipe),
         cmocka_unit_test(test_empty_and_tiny),
+        cmocka_unit_test(test_name_raw_8bit_is_utf8),
+        cmocka_unit_test(test_part_without_blank_line),
         cmocka_unit_test(test_large_attachment),
         cmocka_unit_test(test_truncated_and_mutated),
     };

@@ -499,6 +499,15 @@ static struct dialogue dialogues[] = {
      "452 4.3.1 Insufficient system storage\r\n" BYE,
      .events = "BAC",
      .fail_errno = ENOSPC},
+    /* Found by fuzz/ (crashes/smtpd_proto): with the store failing on the first
+     * bytes, a whole chunk over the limit got 552 and single bytes 452. */
+    {.name = "store full and too big: 552 in every chunking",
+     .in = "EHLO c\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\n"
+           "0123456789012345678901234567890123456789012345\r\n.\r\nQUIT\r\n",
+     .out = GREETING EHLO_BASE("20") "250 SMTPUTF8\r\n" OK_MAIL OK_RCPT GO_AHEAD TOO_BIG BYE,
+     .events = "BAC",
+     .max_size = 20,
+     .fail_errno = ENOSPC},
     {.name = "store error",
      .in = "EHLO c\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@y>\r\nDATA\r\nx\r\n.\r\nQUIT\r\n",
      .out = GREETING EHLO_REPLY OK_MAIL OK_RCPT GO_AHEAD

@@ -166,6 +166,15 @@ def build(outdir):
     put("eicar-zip.eml", "virus", "invoice.zip/docs/eicar.com",
         message("eicar zip", [("application/zip", "invoice.zip", "base64",
                                zip_of([("readme.txt", text), ("docs/eicar.com", EICAR)]))]))
+    # Found by fuzz/mime: no blank line after the zip part's headers. GMime
+    # reads the rest as broken header lines; a lenient reader (Python's email,
+    # some clients) decodes the zip. It must be scanned.
+    put("eicar-zip-noblank.eml", "virus", "invoice.zip/docs/eicar.com",
+        message("eicar zip, no blank line after the part headers", [
+            ("application/zip", "invoice.zip", "base64",
+             zip_of([("readme.txt", text), ("docs/eicar.com", EICAR)]))]).replace(
+                 b"Content-Transfer-Encoding: base64\r\n\r\n",
+                 b"Content-Transfer-Encoding: base64\r\n", 1))
     put("eicar-targz.eml", "virus", "eicar.com",
         message("eicar tar.gz", [("application/gzip", "files.tar.gz", "base64",
                                   targz_of([("files/readme.txt", text),
