@@ -3,7 +3,8 @@
  * socket (mode 0660, the daemon's group) taking one request line per
  * connection and answering "* data" lines and a final "OK"/"ERR" line, as
  * lib/ctl.h describes. Verbs: status, reload, and the queue actions
- * (flush, delete, hold, release, requeue), which go to queue_mgr.
+ * (flush, delete, hold, release, requeue), which go to queue_control (answered
+ * later: the verbs run off the loop).
  *
  * A stale socket file from a dead daemon is replaced; a live one (connect
  * succeeds) is an error: two daemons must not share a queue.
@@ -29,7 +30,7 @@
 #include "daemon.h"
 #include "log.h"
 #include "qadmin.h"
-#include "queue_mgr.h"
+#include "queue.h"
 #include "relay.h"
 
 static struct evconnlistener *ctl_listener;
@@ -72,6 +73,15 @@ ctl_final(struct ctl_client *c, int ok, const char *text)
     bufferevent_disable(c->bev, EV_READ);
 }
 
+/* A data line of a request answered later; dropped when the client left. */
+static void
+ctl_async_out(void *arg, const char *line)
+{
+    struct ctl_client *c = arg;
+    if (!c->gone && c->bev)
+        ctl_out(c, line);
+}
+
 /* A worker finished a request for this client. */
 static void
 ctl_async_done(void *arg, int ok, const char *msg)
@@ -103,7 +113,7 @@ ctl_handle(struct ctl_client *c, char *line)
         char buf[256];
         size_t qd = 0, qh = 0, qa = 0;
         if (d->queue)
-            queue_mgr_counts(d->queue, &qd, &qh, &qa);
+            queue_counts(d->queue, &qd, &qh, &qa);
         snprintf(buf, sizeof(buf), "pid: %ld", (long)getpid());
         ctl_out(c, buf);
         snprintf(buf, sizeof(buf), "version: %s", SCANRELAY_VERSION);
@@ -138,9 +148,9 @@ ctl_handle(struct ctl_client *c, char *line)
             ctl_final(c, 0, "no queue");
             return;
         }
-        int rc = queue_mgr_control(d->queue, argv[0], argv + 1, argc - 1, ctl_out, c, msg,
-                                   sizeof(msg));
-        ctl_final(c, rc == 0, msg);
+        c->pending = 1;
+        bufferevent_disable(c->bev, EV_READ);
+        queue_control(d->queue, argv[0], argv + 1, argc - 1, ctl_async_out, ctl_async_done, c);
         return;
     }
     if (strcmp(argv[0], "qrelease") == 0) {

@@ -13,7 +13,7 @@ struct event_base;
 struct relay;
 struct smtpd_session;
 struct evconnlistener;
-struct queue_mgr;
+struct queue;
 struct scan_pool;
 struct engine_holder;
 struct qstore;
@@ -35,7 +35,7 @@ struct daemon {
     struct netmask *xfnets;
     size_t nxfnets;
     struct relay *relay;
-    struct queue_mgr *queue;       /* the deferred queue, or NULL */
+    struct queue *queue;           /* the deferred queue (queue/), or NULL */
     struct engine_holder *engines; /* the libclamav engine and its reload, or NULL */
     struct scan_pool *scan_pool;   /* scan threads, or NULL when scanning is off */
     struct qstore *qstore;         /* the quarantine store */
@@ -45,6 +45,7 @@ struct daemon {
     struct event *db_watch_ev;     /* inotify on the signature directory */
     struct event *db_settle_ev;    /* short delay after a change before checking */
     struct sr_config **retired;    /* old configs still used by messages in flight */
+    int cfg_holds;                 /* references held by queue and admin jobs (queue_glue) */
     size_t nretired;
     struct evconnlistener **listeners;
     size_t nlisteners;

@@ -34,7 +34,7 @@
 #include "msglog.h"
 #include "pipeline.h"
 #include "qstore.h"
-#include "queue_mgr.h"
+#include "queue.h"
 #include "rewrite.h"
 #include "scan.h"
 #include "spool.h"
@@ -329,7 +329,7 @@ relay_done(struct relay_job *job, void *arg)
                                                           : RCPT_DEFERRED;
                 envelope_set_reason(r, tx->res[i].text);
             }
-            queue_mgr_enter(d->queue, tx->qid, tx->env, tx->prefix, tx->prefixlen, tx->body,
+            queue_enter(d->queue, tx->qid, tx->env, tx->prefix, tx->prefixlen, tx->body,
                             custody_done, tx);
             return;
         }
@@ -351,7 +351,7 @@ relay_done(struct relay_job *job, void *arg)
             d->stat_bounced++;
         if (nperm && d->queue) {
             /* The DSN for the refused ones must be on disk before the 250. */
-            queue_mgr_bounce_now(d->queue, tx->qid, tx->env, tx->res, tx->body, bounce_done, tx);
+            queue_bounce_now(d->queue, tx->qid, tx->env, tx->res, tx->body, bounce_done, tx);
             return;
         }
         snprintf(reply, sizeof(reply), "250 2.0.0 Ok: queued as %s (relayed: %.500s)", tx->qid,

@@ -41,7 +41,8 @@
 #include "qstore.h"
 #include "scan_pool.h"
 #include "workq.h"
-#include "queue_mgr.h"
+#include "queue.h"
+#include "queue_glue.h"
 #include "relay.h"
 #include "smtpd.h"
 #include "xmalloc.h"
@@ -302,7 +303,7 @@ daemon_reload(struct daemon *d, char *msg, size_t msglen)
 void
 daemon_release_configs(struct daemon *d)
 {
-    if (d->ntx > 0)
+    if (d->ntx > 0 || d->cfg_holds > 0)
         return;
     for (size_t i = 0; i < d->nretired; i++)
         config_free(d->retired[i]);
@@ -401,7 +402,7 @@ daemon_check_exit(struct daemon *d)
 {
     if (d->shutting_down && d->nsessions == 0 && d->ntx == 0 &&
         (d->relay == NULL || relay_busy(d->relay) == 0) &&
-        (d->queue == NULL || queue_mgr_busy(d->queue) == 0) &&
+        (d->queue == NULL || queue_busy(d->queue) == 0) &&
         (d->admin_wq == NULL || workq_pending(d->admin_wq) == 0))
         event_base_loopexit(d->base, NULL);
 }
@@ -601,8 +602,7 @@ main(int argc, char **argv)
                          sizeof(err));
     if (d->relay == NULL)
         log_fatalx("%s", err);
-    d->queue = queue_mgr_new(d, err, sizeof(err));
-    if (d->queue == NULL)
+    if (queue_glue_open(d, err, sizeof(err)) < 0)
         log_fatalx("%s", err);
     open_stores(d);
     if (d->cfg->scan.enabled) {
@@ -665,7 +665,7 @@ main(int argc, char **argv)
     qstore_close(d->qstore);
     if (d->cfg->scan.enabled)
         mime_global_shutdown();
-    queue_mgr_free(d->queue);
+    queue_glue_close(d);
     relay_free(d->relay);
     if (shutdown_timer)
         event_free(shutdown_timer);

@@ -1031,6 +1031,43 @@ queue_file_release(const char *qdir, const char *id)
 }
 
 int
+queue_file_move_batch(const char *qdir, const char *const *ids, size_t n, enum queue_where from,
+                      enum queue_where to, int *errs)
+{
+    char src[PATH_MAX], dst[PATH_MAX], sdir[PATH_MAX], ddir[PATH_MAX];
+    int moved = 0;
+
+    if (qf_path(sdir, sizeof(sdir), qdir, qf_where_dir[from], NULL) < 0 ||
+        qf_path(ddir, sizeof(ddir), qdir, qf_where_dir[to], NULL) < 0) {
+        for (size_t i = 0; i < n; i++)
+            errs[i] = errno;
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        errs[i] = 0;
+        if (!qid_valid(ids[i]))
+            errs[i] = EINVAL;
+        else if (qf_path(src, sizeof(src), qdir, qf_where_dir[from], ids[i]) < 0 ||
+                 qf_path(dst, sizeof(dst), qdir, qf_where_dir[to], ids[i]) < 0 ||
+                 rename_noreplace(src, dst) < 0)
+            errs[i] = errno ? errno : EIO;
+        else
+            moved++;
+    }
+    if (moved == 0)
+        return 0;
+    /* One sync of each folder covers every rename above. */
+    if (fsync_dir(ddir) < 0 || fsync_dir(sdir) < 0) {
+        int e = errno;
+        for (size_t i = 0; i < n; i++)
+            if (errs[i] == 0)
+                errs[i] = e;
+        return -1;
+    }
+    return moved;
+}
+
+int
 queue_dir_scan(const char *qdir, void (*cb)(void *arg, const char *id, enum queue_where w),
                void *arg)
 {
