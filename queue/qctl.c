@@ -50,6 +50,7 @@ struct qctl_op {
     struct qctl_item items[QCTL_SLICE];
     size_t nitems;
     int ndone, nfailed;
+    int interrupted; /* the daemon began to shut down */
     void (*out)(void *arg, const char *line);
     void (*done)(void *arg, int ok, const char *msg);
     void *arg;
@@ -81,8 +82,9 @@ op_finish(struct qctl_op *op)
     if (op->verb == V_FLUSH || (op->verb == V_REQUEUE && !op->all))
         q->flushing = 1;
     sched_pump(q, 0);
-    snprintf(msg, sizeof(msg), "%d message%s %s%s", op->ndone, op->ndone == 1 ? "" : "s", past,
-             op->nfailed ? " (some IDs failed)" : "");
+    snprintf(msg, sizeof(msg), "%d message%s %s%s%s", op->ndone, op->ndone == 1 ? "" : "s",
+             past, op->nfailed ? " (some IDs failed)" : "",
+             op->interrupted ? " (interrupted by the shutdown)" : "");
     q->ops = op->next;
     if (q->ops == NULL)
         q->ops_tail = NULL;
@@ -193,6 +195,12 @@ op_step(struct qctl_op *op)
 {
     struct queue *q = op->q;
     size_t budget = QCTL_SLICE;
+    if (q->h.stopping(q->h.ctx) && op->pos < op->nids) {
+        /* Shutting down: the rest is left as it is, and said so. */
+        op->nfailed += op->all ? 0 : (int)(op->nids - op->pos);
+        op->interrupted = 1;
+        op->pos = op->nids;
+    }
     while (op->pos < op->nids && op->nitems < QCTL_SLICE && budget-- > 0) {
         const char *id = op->ids[op->pos];
         struct qent *e = qindex_find(&q->ix, id);

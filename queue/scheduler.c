@@ -59,7 +59,8 @@ struct qdelivery {
     size_t dsnlen;
     char dsn_id[QID_LEN + 1];
     time_t next;
-    int err; /* worker's errno, 0 ok */
+    int del_after, hold_after; /* the administrator's verb, carried out by the worker */
+    int err;                   /* worker's errno, 0 ok */
 };
 
 static const struct sr_config *
@@ -151,7 +152,7 @@ finish_work(void *arg)
         qd->dsn = NULL;
         qd->next = qd->now + (time_t)qd->cfg->queue.minimal_backoff_time;
     }
-    if (qd->remove) {
+    if (qd->remove || qd->del_after) {
         if (queue_file_remove(q->qdir, qd->e->id) < 0 && errno != ENOENT)
             qd->err = errno;
         return;
@@ -175,6 +176,8 @@ finish_work(void *arg)
         fdatasync(qd->qe->fd);
     queue_file_set_meta(qd->qe, qd->qe->attempts + 1, qd->now, qd->next);
     qwrite_set_time(q->qdir, qd->e->id, 0, qd->next);
+    if (qd->hold_after && queue_file_hold(q->qdir, qd->e->id) < 0)
+        qd->hold_after = 0;
 }
 
 static void
@@ -193,12 +196,14 @@ finish_done(void *arg)
         log_info("%s: removed", e->id);
         qindex_remove(&q->ix, e);
     } else if (e->del_after) {
-        queue_file_remove(q->qdir, e->id);
+        /* Asked while the attempt ran: done by the worker, or here when asked late. */
+        if (!qd->del_after)
+            queue_file_remove(q->qdir, e->id);
         log_info("%s: removed (deleted by the administrator)", e->id);
         qindex_remove(&q->ix, e);
     } else {
         e->next = qd->next;
-        if (e->hold_after && queue_file_hold(q->qdir, e->id) == 0) {
+        if (e->hold_after && (qd->hold_after || queue_file_hold(q->qdir, e->id) == 0)) {
             qindex_set_held(&q->ix, e, 1);
             log_info("%s: held", e->id);
         }
@@ -301,11 +306,13 @@ delivery_done(struct relay_job *job, void *arg)
         qid_next(qd->dsn_id);
     qd->remove = remaining == 0;
     qd->next = backoff(qd->cfg, qd->e->arrival, qd->now);
+    qd->del_after = qd->e->del_after;
+    qd->hold_after = qd->e->hold_after && !qd->remove && !qd->del_after;
     /* The delivery slot is free now; the entry stays active until its file is updated. */
     q->nactive--;
     if (queue_run(q, finish_work, finish_done, qd) < 0) {
         /* Out of memory: leave the file as it is; it is retried later. */
-        qd->remove = 0;
+        qd->remove = qd->del_after = qd->hold_after = 0;
         qd->err = ENOMEM;
         q->njobs++; /* finish_done counts it out */
         finish_done(qd);
