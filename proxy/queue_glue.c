@@ -15,6 +15,7 @@
  * instance per process.
  */
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "daemon.h"
 #include "queue.h"
@@ -45,11 +46,45 @@ h_remote_name(void *ctx)
     return relay_name(d->relay);
 }
 
+/* A queue job on the workq: the workq's done has no status (it drops queued work at the end). */
+struct glue_job {
+    void (*work)(void *arg);
+    void (*done)(void *arg, int cancelled);
+    void *arg;
+};
+
+static void
+glue_work(void *arg)
+{
+    struct glue_job *g = arg;
+    g->work(g->arg);
+}
+
+static void
+glue_done(void *arg)
+{
+    struct glue_job *g = arg;
+    void (*done)(void *, int) = g->done;
+    void *a = g->arg;
+    free(g);
+    done(a, 0);
+}
+
 static int
-h_run(void *ctx, void (*work)(void *arg), void (*done)(void *arg), void *arg)
+h_run(void *ctx, void (*work)(void *arg), void (*done)(void *arg, int cancelled), void *arg)
 {
     (void)ctx;
-    return workq_submit(glue_wq, work, done, arg);
+    struct glue_job *g = malloc(sizeof(*g));
+    if (g == NULL)
+        return -1;
+    g->work = work;
+    g->done = done;
+    g->arg = arg;
+    if (workq_submit(glue_wq, glue_work, glue_done, g) < 0) {
+        free(g);
+        return -1;
+    }
+    return 0;
 }
 
 static const struct sr_config *

@@ -100,10 +100,16 @@ write_work(void *arg)
 }
 
 static void
-write_done(void *arg)
+write_done(void *arg, int cancelled)
 {
     struct qwrite_job *j = arg;
     struct queue *q = j->q;
+    if (cancelled) {
+        /* The daemon is going away: nothing was written, nobody waits for it. */
+        job_free(j);
+        queue_job_done(q, 1);
+        return;
+    }
     if (j->rc == 0) {
         if (j->inject)
             sched_now(q, j->qid);
@@ -120,7 +126,7 @@ write_done(void *arg)
     else
         j->cb(j->arg, j->rc, j->err);
     job_free(j);
-    queue_job_done(q);
+    queue_job_done(q, 0);
     sched_pump(q, 0);
 }
 

@@ -179,10 +179,18 @@ op_apply(struct qctl_op *op)
 }
 
 static void
-op_done(void *arg)
+op_done(void *arg, int cancelled)
 {
     struct qctl_op *op = arg;
     struct queue *q = op->q;
+    if (cancelled) {
+        /* Stopping: the files of this slice stay where they were; the verb ends with the queue. */
+        for (size_t i = 0; i < op->nitems; i++)
+            op->items[i].e->admin = 0;
+        op->nitems = 0;
+        q->njobs--;
+        return;
+    }
     op_apply(op);
     q->njobs--; /* counted by queue_run; the idle hint comes with the verb's end */
     sched_pump(q, 0);

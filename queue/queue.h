@@ -25,8 +25,14 @@ struct queue_hooks {
     int (*down)(void *ctx);
     /* The downstream's name for DSNs ("Remote-MTA"), or NULL. */
     const char *(*remote_name)(void *ctx);
-    /* Run work(arg) off the loop, then done(arg) on the loop. 0, -1 no memory. */
-    int (*run)(void *ctx, void (*work)(void *arg), void (*done)(void *arg), void *arg);
+    /*
+     * Run work(arg) off the loop, then done(arg, 0) on the loop; when the
+     * daemon stops before the work ran, done(arg, 1) instead (the work did
+     * not run: the queue only frees what the job held). Never done from
+     * inside run. 0 queued, -1 refused (no memory, stopping).
+     */
+    int (*run)(void *ctx, void (*work)(void *arg), void (*done)(void *arg, int cancelled),
+               void *arg);
     /* The configuration now in force; valid until the current loop callback returns. */
     const struct sr_config *(*config)(void *ctx);
     /* The configuration now in force, kept valid until config_unref (across reloads). */

@@ -23,7 +23,8 @@ struct queue {
 
 /* Run work off the loop through the hooks, counted in q->njobs; done runs on the loop. 0/-1. */
 static inline int
-queue_run(struct queue *q, void (*work)(void *arg), void (*done)(void *arg), void *arg)
+queue_run(struct queue *q, void (*work)(void *arg), void (*done)(void *arg, int cancelled),
+          void *arg)
 {
     if (q->h.run(q->h.ctx, work, done, arg) < 0)
         return -1;
@@ -31,12 +32,13 @@ queue_run(struct queue *q, void (*work)(void *arg), void (*done)(void *arg), voi
     return 0;
 }
 
-/* Call at the end of every done of a queue_run job (the daemon may exit now). */
+/* Call at the end of every done of a queue_run job (the daemon may exit now); cancelled: no hint. */
 static inline void
-queue_job_done(struct queue *q)
+queue_job_done(struct queue *q, int cancelled)
 {
     q->njobs--;
-    q->h.idle(q->h.ctx);
+    if (!cancelled)
+        q->h.idle(q->h.ctx);
 }
 
 #endif

@@ -181,12 +181,19 @@ finish_work(void *arg)
 }
 
 static void
-finish_done(void *arg)
+finish_done(void *arg, int cancelled)
 {
     struct qdelivery *qd = arg;
     struct queue *q = qd->q;
     struct qent *e = qd->e;
 
+    if (cancelled) {
+        /* Stopping: the file stays as it was and is tried again at the next start. */
+        e->active = 0;
+        qdelivery_free(qd);
+        queue_job_done(q, 1);
+        return;
+    }
     if (qd->err)
         log_warnx("%s: queue file update: %s", e->id, strerror(qd->err));
     if (qd->dsn)
@@ -209,7 +216,7 @@ finish_done(void *arg)
         }
     }
     qdelivery_free(qd);
-    queue_job_done(q);
+    queue_job_done(q, 0);
     sched_pump(q, 0);
 }
 
@@ -315,7 +322,7 @@ delivery_done(struct relay_job *job, void *arg)
         qd->remove = qd->del_after = qd->hold_after = 0;
         qd->err = ENOMEM;
         q->njobs++; /* finish_done counts it out */
-        finish_done(qd);
+        finish_done(qd, 0);
         return;
     }
     sched_pump(q, 0);

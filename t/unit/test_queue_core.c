@@ -73,7 +73,7 @@ rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
  */
 struct job {
     void (*work)(void *);
-    void (*done)(void *);
+    void (*done)(void *, int);
     void *arg;
     struct event *ev;
 };
@@ -85,13 +85,13 @@ job_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     j->work(j->arg);
-    j->done(j->arg);
+    j->done(j->arg, 0);
     event_free(j->ev);
     free(j);
 }
 
 static int
-later(struct event_base *base, void (*work)(void *), void (*done)(void *), void *arg)
+later(struct event_base *base, void (*work)(void *), void (*done)(void *, int), void *arg)
 {
     struct job *j = malloc(sizeof(*j));
     j->work = work;
@@ -103,7 +103,7 @@ later(struct event_base *base, void (*work)(void *), void (*done)(void *), void 
 }
 
 static int
-h_run(void *ctx, void (*work)(void *), void (*done)(void *), void *arg)
+h_run(void *ctx, void (*work)(void *), void (*done)(void *, int), void *arg)
 {
     struct fake *f = ctx;
     return later(f->base, work, done, arg);
@@ -116,9 +116,10 @@ nothing(void *arg)
 }
 
 static void
-deliver_cb(void *arg)
+deliver_cb(void *arg, int cancelled)
 {
     struct relay_job *j = arg;
+    (void)cancelled;
     for (size_t i = 0; i < j->env->nrcpt; i++) {
         j->res[i].cls = RELAY_OK;
         j->res[i].code = 250;
