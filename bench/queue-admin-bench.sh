@@ -11,6 +11,9 @@
 #   BENCH_WARMUP     seconds of load before the baseline (default 3)
 #   BENCH_BASELINE   seconds of the baseline window (default 20)
 #   BENCH_AFTER      seconds of load after release ALL (default 5)
+#   BENCH_MAX_PARALLEL  queue { max_parallel } (default: the daemon's, 10);
+#                    1 shows how much of the release window is the delivery
+#                    of the released mail rather than the verb
 #   SCANRELAY_BUILD  build folder, relative to the source tree or absolute
 #                    (default build; measure a build without sanitizers)
 #   SCANRELAY_FILL   the queue-fill program (default: SCANRELAY_BUILD's; set
@@ -53,6 +56,7 @@ S=${BENCH_SESSIONS:-20}
 L=${BENCH_SIZE:-10240}
 W=${BENCH_WARMUP:-3}
 B=${BENCH_BASELINE:-20}
+MP=${BENCH_MAX_PARALLEL:-}
 A=${BENCH_AFTER:-5}
 
 die() { echo "queue-admin-bench: $*" >&2; exit 2; }
@@ -136,6 +140,7 @@ queue {
     maximal_backoff_time = 2h
     probe_interval = 1h
     min_free_space = 10M
+${MP:+    max_parallel = $MP}
 }
 EOF
 t0=$(now)
