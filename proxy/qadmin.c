@@ -2,8 +2,10 @@
  * qadmin.c - the daemon's side of `scanrelay quarantine release|delete`.
  *
  * Both read or change the quarantine store, which blocks (gzip, SQLite,
- * fsync), so the work runs in the daemon's admin worker thread and the
- * answer comes back on the loop. A release builds a new queue file
+ * fsync), so the work runs in the daemon's side-work pool (sr-work) and
+ * the answer comes back on the loop. Each request holds a reference to
+ * the configuration it started with (a reload may replace the current
+ * one). A release builds a new queue file
  * (queue_file_create: crash-safe) holding the stored message behind an
  * X-Quarantine-Released header, with the original envelope or the
  * recipients given, marks the store entry released and hands the queue
@@ -24,7 +26,7 @@
 #include "queue_file.h"
 #include "queue_mgr.h"
 #include "spool.h"
-#include "workq.h"
+#include "wpool.h"
 
 struct qreq {
     struct daemon *d;
@@ -37,6 +39,7 @@ struct qreq {
     char msg[512];
     qadmin_done_fn done;
     void *arg;
+    struct sr_config *cfg;  /* the configuration the request started with (a reference) */
 };
 
 static void
@@ -45,6 +48,7 @@ qreq_free(struct qreq *r)
     for (int i = 0; i < r->nargs; i++)
         free(r->args[i]);
     free(r->args);
+    services_config_release(r->cfg);
     free(r);
 }
 
@@ -102,7 +106,7 @@ release_work(void *arg)
         goto out;
     }
     m = qstore_open_message(d->qstore, r->id);
-    sp = spool_new((size_t)d->cfg->body_memory_limit, d->cfg->state_directory);
+    sp = spool_new((size_t)r->cfg->body_memory_limit, r->cfg->state_directory);
     if (m == NULL || sp == NULL) {
         snprintf(r->msg, sizeof(r->msg), "%s: cannot read the quarantined message: %s", r->id,
                  strerror(errno));
@@ -125,8 +129,8 @@ release_work(void *arg)
     strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
     int plen = snprintf(prefix, sizeof(prefix), "X-Quarantine-Released: %s by scanrelay\r\n", date);
     env->arrival = now;
-    if (queue_file_create(d->cfg->queue_directory, r->new_id, env, prefix, (size_t)plen, sp,
-                          d->cfg->queue.min_free_space) < 0) {
+    if (queue_file_create(r->cfg->queue_directory, r->new_id, env, prefix, (size_t)plen, sp,
+                          r->cfg->queue.min_free_space) < 0) {
         snprintf(r->msg, sizeof(r->msg), "%s: cannot queue the released copy: %s", r->id,
                  strerror(errno));
         goto out;
@@ -160,9 +164,13 @@ delete_work(void *arg)
 }
 
 static void
-req_done(void *arg)
+req_done(void *arg, int status)
 {
     struct qreq *r = arg;
+    if (status == WPOOL_CANCELLED) {
+        r->ok = 0;
+        snprintf(r->msg, sizeof(r->msg), "shutting down");
+    }
     if (r->release && r->ok) {
         log_info("%s: released from the quarantine as %s", r->id, r->new_id);
         if (r->d->queue)
@@ -181,11 +189,12 @@ qreq_new(struct daemon *d, char **args, int n, qadmin_done_fn done, void *arg)
     if (r == NULL)
         return NULL;
     r->d = d;
+    r->cfg = services_config_acquire(&d->svc);
     r->done = done;
     r->arg = arg;
     r->args = calloc((size_t)n + 1, sizeof(char *));
     if (r->args == NULL) {
-        free(r);
+        qreq_free(r);
         return NULL;
     }
     for (int i = 0; i < n; i++) {
@@ -210,7 +219,7 @@ qadmin_release(struct daemon *d, const char *id, char **addrs, int n, qadmin_don
     r->release = 1;
     snprintf(r->id, sizeof(r->id), "%s", id);
     qid_next(r->new_id);
-    if (workq_submit(d->admin_wq, release_work, req_done, r) < 0) {
+    if (wpool_call(d->side_pool, release_work, req_done, r) < 0) {
         qreq_free(r);
         done(arg, 0, "out of memory");
     }
@@ -224,7 +233,7 @@ qadmin_delete(struct daemon *d, char **ids, int n, qadmin_done_fn done, void *ar
         done(arg, 0, "out of memory");
         return;
     }
-    if (workq_submit(d->admin_wq, delete_work, req_done, r) < 0) {
+    if (wpool_call(d->side_pool, delete_work, req_done, r) < 0) {
         qreq_free(r);
         done(arg, 0, "out of memory");
     }

@@ -6,7 +6,7 @@
  * queue_mgr_counts.
  *
  * Custody: when the first delivery attempt fails temporarily, the
- * pipeline calls queue_mgr_enter; a worker thread (workq) writes the
+ * pipeline calls queue_mgr_enter; a worker thread (lib/wpool, "sr-work") writes the
  * queue file crash-safely (queue_file_create: temp name, fsync, rename,
  * directory fsync), plus first the DSN for recipients already refused
  * permanently, and only then does the upstream get its 250.
@@ -48,7 +48,7 @@
 #include "queue_mgr.h"
 #include "relay.h"
 #include "spool.h"
-#include "workq.h"
+#include "wpool.h"
 
 #define DSN_FULL_LIMIT 50000
 
@@ -71,7 +71,7 @@ struct queue_mgr {
     size_t nheld;
     int nactive;
     int flushing;        /* a flush ignores the "downstream down" pacing */
-    struct workq *wq;
+    struct wpool *wp;    /* "sr-work": file writes and updates */
     struct event *run_ev, *probe_ev;
 };
 
@@ -92,6 +92,7 @@ struct qdelivery {
     char dsn_id[QID_LEN + 1];
     time_t next;
     int err;             /* worker's errno, 0 ok */
+    struct sr_config *cfg; /* the configuration the attempt started with (a reference) */
 };
 
 static void queue_pump(struct queue_mgr *q, int probe);
@@ -214,7 +215,7 @@ dsn_queued(struct queue_mgr *q, const char *of, const char *dsn_id, const char *
 static time_t
 backoff(const struct queue_mgr *q, time_t arrival, time_t now)
 {
-    const struct sr_config_queue *c = &q->d->cfg->queue;
+    const struct sr_config_queue *c = &services_config(&q->d->svc)->queue;
     time_t age = now - arrival;
     if (age < c->minimal_backoff_time)
         age = (time_t)c->minimal_backoff_time;
@@ -266,7 +267,7 @@ make_dsn(struct queue_mgr *q, const char *qid, const struct envelope *env, time_
         return 0;
     struct dsn_req req = {
         .qid = qid,
-        .hostname = q->d->cfg->hostname,
+        .hostname = services_config(&q->d->svc)->hostname,
         .remote_mta = relay_name(q->d->relay),
         .env = env,
         .arrival = arrival,
@@ -284,10 +285,11 @@ make_dsn(struct queue_mgr *q, const char *qid, const struct envelope *env, time_
 
 /* Worker side: write a DSN message as a queue file (null sender, to the sender). */
 static int
-write_dsn(struct queue_mgr *q, const char *dsn_id, const char *to, const char *msg, size_t len)
+write_dsn(struct queue_mgr *q, const struct sr_config *cfg, const char *dsn_id, const char *to,
+          const char *msg, size_t len)
 {
     struct envelope *e = envelope_new();
-    struct spool *sp = spool_new(len + 1, q->d->cfg->state_directory);
+    struct spool *sp = spool_new(len + 1, cfg->state_directory);
     int rc = -1, err = ENOMEM;
     if (e && sp && envelope_set_sender(e, "") == 0 && envelope_add_rcpt(e, to, NULL, 0) >= 0 &&
         spool_write(sp, msg, len) == 0) {
@@ -318,19 +320,20 @@ struct custody {
     time_t next;
     void (*cb)(void *, int, int);
     void *arg;
+    struct sr_config *cfg; /* the configuration the job started with (a reference) */
 };
 
 static void
 custody_work(void *arg)
 {
     struct custody *c = arg;
-    if (c->dsn && write_dsn(c->q, c->dsn_id, c->env->sender, c->dsn, c->dsnlen) < 0) {
+    if (c->dsn && write_dsn(c->q, c->cfg, c->dsn_id, c->env->sender, c->dsn, c->dsnlen) < 0) {
         c->rc = -1;
         c->err = errno;
         return;
     }
     c->rc = queue_file_create(c->q->qdir, c->qid, c->env, c->prefix, c->prefixlen, c->body,
-                              c->q->d->cfg->queue.min_free_space);
+                              c->cfg->queue.min_free_space);
     c->err = c->rc < 0 ? errno : 0;
     if (c->rc < 0 && c->dsn)
         queue_file_remove(c->q->qdir, c->dsn_id); /* the bounce goes with the message */
@@ -339,10 +342,17 @@ custody_work(void *arg)
 }
 
 static void
-custody_done(void *arg)
+custody_done(void *arg, int status)
 {
     struct custody *c = arg;
     struct queue_mgr *q = c->q;
+    services_config_release(c->cfg);
+    if (status == WPOOL_CANCELLED) {
+        /* The daemon is going away: nothing was written, nobody to tell. */
+        free(c->dsn);
+        free(c);
+        return;
+    }
     if (c->rc == 0) {
         ent_add(q, c->qid, 0, c->next, c->env->arrival ? c->env->arrival : time(NULL));
         if (c->dsn)
@@ -378,7 +388,8 @@ queue_mgr_enter(struct queue_mgr *q, const char *qid, const struct envelope *env
     c->body = body;
     c->cb = cb;
     c->arg = arg;
-    c->next = time(NULL) + (time_t)q->d->cfg->queue.minimal_backoff_time;
+    c->cfg = services_config_acquire(&q->d->svc);
+    c->next = time(NULL) + (time_t)c->cfg->queue.minimal_backoff_time;
 
     /* Recipients already refused permanently get their DSN with the custody. */
     size_t nb = 0;
@@ -404,7 +415,8 @@ queue_mgr_enter(struct queue_mgr *q, const char *qid, const struct envelope *env
         log_warnx("%s: cannot build the non-delivery notification", qid);
     if (c->dsn)
         qid_next(c->dsn_id);
-    if (workq_submit(q->wq, custody_work, custody_done, c) < 0) {
+    if (wpool_call(q->wp, custody_work, custody_done, c) < 0) {
+        services_config_release(c->cfg);
         free(c->dsn);
         free(c);
         cb(arg, -1, ENOMEM);
@@ -421,21 +433,29 @@ struct bounce_now {
     int rc;
     void (*cb)(void *, int, int);
     void *arg;
+    struct sr_config *cfg; /* the configuration the job started with (a reference) */
 };
 
 static void
 bounce_now_work(void *arg)
 {
     struct bounce_now *b = arg;
-    b->rc = write_dsn(b->q, b->dsn_id, b->to, b->dsn, b->dsnlen);
+    b->rc = write_dsn(b->q, b->cfg, b->dsn_id, b->to, b->dsn, b->dsnlen);
     if (b->rc < 0)
         b->rc = -errno;
 }
 
 static void
-bounce_now_done(void *arg)
+bounce_now_done(void *arg, int status)
 {
     struct bounce_now *b = arg;
+    services_config_release(b->cfg);
+    if (status == WPOOL_CANCELLED) {
+        free(b->dsn);
+        free(b->to);
+        free(b);
+        return;
+    }
     if (b->rc == 0) {
         dsn_queued(b->q, b->qid, b->dsn_id, "non-delivery");
         queue_pump(b->q, 0);
@@ -448,7 +468,7 @@ bounce_now_done(void *arg)
     free(b->to);
     struct daemon *d = b->q->d;
     free(b);
-    daemon_check_exit(d);
+    services_idle(&d->svc);
 }
 
 void
@@ -494,7 +514,9 @@ queue_mgr_bounce_now(struct queue_mgr *q, const char *qid, const struct envelope
     b->dsnlen = dsnlen;
     snprintf(b->qid, sizeof(b->qid), "%s", qid);
     qid_next(b->dsn_id);
-    if (workq_submit(q->wq, bounce_now_work, bounce_now_done, b) < 0) {
+    b->cfg = services_config_acquire(&q->d->svc);
+    if (wpool_call(q->wp, bounce_now_work, bounce_now_done, b) < 0) {
+        services_config_release(b->cfg);
         free(b->to);
         free(b->dsn);
         free(b);
@@ -531,13 +553,13 @@ finish_work(void *arg)
     const struct envelope *env = qd->qe->env;
 
     qd->err = 0;
-    if (qd->dsn && write_dsn(q, qd->dsn_id, env->sender, qd->dsn, qd->dsnlen) < 0) {
+    if (qd->dsn && write_dsn(q, qd->cfg, qd->dsn_id, env->sender, qd->dsn, qd->dsnlen) < 0) {
         qd->err = errno;
         /* Without the DSN on disk the message must stay: try again later. */
         qd->remove = 0;
         free(qd->dsn);
         qd->dsn = NULL;
-        qd->next = qd->now + (time_t)q->d->cfg->queue.minimal_backoff_time;
+        qd->next = qd->now + (time_t)qd->cfg->queue.minimal_backoff_time;
     }
     if (qd->remove) {
         if (queue_file_remove(q->qdir, qd->e->id) < 0 && errno != ENOENT)
@@ -565,12 +587,31 @@ finish_work(void *arg)
     set_file_time(q->qdir, qd->e->id, qd->e->held, qd->next);
 }
 
+/* Free a delivery and what it holds. */
 static void
-finish_done(void *arg)
+qdelivery_free(struct qdelivery *qd)
+{
+    if (qd->qe)
+        queue_entry_free(qd->qe);
+    services_config_release(qd->cfg);
+    free(qd->res);
+    free(qd->dsn);
+    free(qd);
+}
+
+static void
+finish_done(void *arg, int status)
 {
     struct qdelivery *qd = arg;
     struct queue_mgr *q = qd->q;
     struct qent *e = qd->e;
+
+    if (status == WPOOL_CANCELLED) {
+        /* Shutting down: the file stays as it was and is retried at the next start. */
+        e->active = 0;
+        qdelivery_free(qd);
+        return;
+    }
 
     if (qd->err)
         log_warnx("%s: queue file update: %s", e->id, strerror(qd->err));
@@ -592,11 +633,8 @@ finish_done(void *arg)
             log_info("%s: held", e->id);
         }
     }
-    queue_entry_free(qd->qe);
-    free(qd->res);
-    free(qd->dsn);
-    free(qd);
-    daemon_check_exit(q->d);
+    qdelivery_free(qd);
+    services_idle(&q->d->svc);
     queue_pump(q, 0);
 }
 
@@ -606,7 +644,7 @@ delivery_done(struct relay_job *job, void *arg)
     struct qdelivery *qd = arg;
     struct queue_mgr *q = qd->q;
     struct envelope *env = qd->qe->env;
-    const struct sr_config_queue *c = &q->d->cfg->queue;
+    const struct sr_config_queue *c = &qd->cfg->queue;
     int ntemp = 0;
     (void)job;
 
@@ -692,11 +730,11 @@ delivery_done(struct relay_job *job, void *arg)
     qd->next = backoff(q, qd->e->arrival, qd->now);
     /* The delivery slot is free now; the entry stays active until its file is updated. */
     q->nactive--;
-    if (workq_submit(q->wq, finish_work, finish_done, qd) < 0) {
+    if (wpool_call(q->wp, finish_work, finish_done, qd) < 0) {
         /* Out of memory: leave the file as it is; it is retried later. */
         qd->remove = 0;
         qd->err = ENOMEM;
-        finish_done(qd);
+        finish_done(qd, WPOOL_DONE);
         return;
     }
     queue_pump(q, 0);
@@ -710,7 +748,7 @@ delivery_done(struct relay_job *job, void *arg)
 static void
 expire_start(struct queue_mgr *q, struct qent *e)
 {
-    const struct sr_config_queue *c = &q->d->cfg->queue;
+    const struct sr_config_queue *c = &services_config(&q->d->svc)->queue;
     struct qdelivery *qd = calloc(1, sizeof(*qd));
     if (qd == NULL)
         return;
@@ -742,6 +780,7 @@ expire_start(struct queue_mgr *q, struct qent *e)
                                                                 : "downstream unavailable");
     }
     snprintf(qd->job.relay_name, sizeof(qd->job.relay_name), "none");
+    qd->cfg = services_config_acquire(&q->d->svc);
     due_unlink(q, e);
     e->active = 1;
     q->nactive++;
@@ -783,6 +822,7 @@ delivery_start(struct queue_mgr *q, struct qent *e)
     }
     e->active = 1;
     q->nactive++;
+    qd->cfg = services_config_acquire(&q->d->svc);
     struct relay_job *j = &qd->job;
     j->qid = e->id;
     j->env = qd->qe->env;
@@ -804,7 +844,7 @@ queue_pump(struct queue_mgr *q, int probe)
     if (d->shutting_down)
         return;
     int down = relay_down(d->relay) && !q->flushing;
-    while (q->due_head && q->nactive < d->cfg->queue.max_parallel) {
+    while (q->due_head && q->nactive < services_config(&d->svc)->queue.max_parallel) {
         if (down && (!probe || q->nactive > 0))
             break;
         struct qent *e = q->due_head;
@@ -835,7 +875,7 @@ run_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     if (relay_down(q->d->relay) && !q->d->shutting_down) {
-        const struct sr_config_queue *c = &q->d->cfg->queue;
+        const struct sr_config_queue *c = &services_config(&q->d->svc)->queue;
         time_t shortest = (time_t)(c->maximal_queue_lifetime < c->bounce_queue_lifetime
                                        ? c->maximal_queue_lifetime
                                        : c->bounce_queue_lifetime);
@@ -921,9 +961,9 @@ queue_mgr_new(struct daemon *d, char *err, size_t errlen)
         return NULL;
     }
     q->d = d;
-    q->qdir = strdup(d->cfg->queue_directory);
+    q->qdir = strdup(services_config(&d->svc)->queue_directory);
     if (q->qdir == NULL || queue_dir_init(q->qdir) < 0) {
-        snprintf(err, errlen, "queue_directory %s: %s", d->cfg->queue_directory,
+        snprintf(err, errlen, "queue_directory %s: %s", services_config(&d->svc)->queue_directory,
                  strerror(errno));
         free(q->qdir);
         free(q);
@@ -938,16 +978,16 @@ queue_mgr_new(struct daemon *d, char *err, size_t errlen)
         free(q);
         return NULL;
     }
-    q->wq = workq_new(d->base, 2);
+    q->wp = wpool_new(d->base, "sr-work", 2, 0, err, errlen);
     q->run_ev = event_new(d->base, -1, EV_PERSIST, run_cb, q);
     q->probe_ev = event_new(d->base, -1, EV_PERSIST, probe_cb, q);
-    if (q->wq == NULL || q->run_ev == NULL || q->probe_ev == NULL) {
+    if (q->wp == NULL || q->run_ev == NULL || q->probe_ev == NULL) {
         snprintf(err, errlen, "queue: cannot start the scheduler");
         queue_mgr_free(q);
         return NULL;
     }
-    struct timeval rt = {d->cfg->queue.queue_run_delay, 0};
-    struct timeval pt = {d->cfg->queue.probe_interval, 0};
+    struct timeval rt = {services_config(&d->svc)->queue.queue_run_delay, 0};
+    struct timeval pt = {services_config(&d->svc)->queue.probe_interval, 0};
     evtimer_add(q->run_ev, &rt);
     evtimer_add(q->probe_ev, &pt);
     relay_set_recovery_cb(d->relay, recovery_cb, q);
@@ -964,7 +1004,7 @@ queue_mgr_free(struct queue_mgr *q)
 {
     if (q == NULL)
         return;
-    workq_free(q->wq);
+    wpool_free(q->wp);
     if (q->run_ev)
         event_free(q->run_ev);
     if (q->probe_ev)
@@ -1100,7 +1140,7 @@ queue_mgr_control(struct queue_mgr *q, const char *verb, char **ids, int n,
 int
 queue_mgr_busy(const struct queue_mgr *q)
 {
-    return workq_pending(q->wq) + q->nactive;
+    return (int)wpool_pending(q->wp) + q->nactive;
 }
 
 void

@@ -1,11 +1,11 @@
-/* scan_pool.h - a fixed pool of scan threads feeding results to the event loop (see scan_pool.c).
- */
+/* scan_pool.h - the scan threads: a wpool instance whose jobs hold an engine reference (see scan_pool.c). */
 #ifndef SR_SCAN_POOL_H
 #define SR_SCAN_POOL_H
 
 #include <stddef.h>
 
 #include "scan.h"
+#include "wpool.h"
 
 struct event_base;
 struct engine_holder;
@@ -45,10 +45,10 @@ struct scan_job {
     double run_time;           /* seconds scanning */
 
     /* Private. */
+    struct wpool_job wj_;
+    struct scan_pool *pool_;
     scan_done_fn done_;
     void *done_arg_;
-    struct scan_job *next_;
-    double t_submit_;
 };
 
 /*
