@@ -55,7 +55,9 @@ struct scan_job {
  * nthreads 0: one per core. max_pending: jobs waiting for a thread before
  * submit refuses (0: unbounded). holder: the engine each job takes a
  * reference to when it starts (NULL only if every job has work set).
- * Returns NULL with err.
+ * cfg: the configuration of jobs whose cfg is NULL (NULL: every job
+ * carries its own, as the daemon's do: a reload may free any other).
+ * Threads are named "sr-scan". Returns NULL with err.
  */
 struct scan_pool *scan_pool_new(struct event_base *base, struct engine_holder *holder,
                                 const struct sr_config *cfg, int nthreads, int max_pending,
