@@ -1,6 +1,8 @@
 /*
- * services.c - the services the daemon hands its leaves, so that no file
- * calls up into the main file (scanrelayd.c):
+ * services.c - the services the daemon hands its modules (proxy/'s
+ * sessions, pipeline, control socket; the queue manager, wherever it
+ * lives), so that no file calls up into the main file (scanrelayd.c).
+ * In lib/ because it knows nothing of mail: queue/ may be handed it too.
  *
  *   services_config / services_config_acquire / services_config_release
  *     the current configuration, borrowed on the loop thread or as a
@@ -12,8 +14,9 @@
  *                     shutdown in progress can complete.
  *   services_reload   main's hook re-reads the configuration file.
  *
- * Owns one reference to the current configuration. Calls only lib/
- * (config_ref/config_unref) and the hooks main installed; never fails.
+ * Owns one reference to the current configuration. Calls only
+ * config_ref/config_unref and the hooks main installed; never fails.
+ * Loop thread only, except services_config_release (atomic).
  */
 #include <stddef.h>
 

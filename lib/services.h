@@ -1,5 +1,4 @@
-/* services.h - what the daemon's leaves get from it: config references, the idle hint, reload (see
- * services.c). */
+/* services.h - what the daemon hands its modules: config references, idle hint, reload. */
 #ifndef SR_SERVICES_H
 #define SR_SERVICES_H
 
@@ -9,8 +8,9 @@ struct sr_config;
 
 /*
  * One per daemon, embedded in struct daemon (d->svc). main fills it with
- * services_init and services_set_config; the leaves (smtpd, pipeline,
- * queue manager, control, qadmin) only call the functions below.
+ * services_init and services_set_config; the modules it is handed to
+ * (smtpd, pipeline, queue manager, control, qadmin) only call
+ * services_config*, services_idle and services_reload.
  */
 struct services {
     struct sr_config *cfg; /* current configuration; one reference held here */
