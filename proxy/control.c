@@ -26,6 +26,7 @@
 #include <event2/listener.h>
 
 #include "control.h"
+#include "counter.h"
 #include "ctl.h"
 #include "daemon.h"
 #include "log.h"
@@ -95,6 +96,25 @@ ctl_async_done(void *arg, int ok, const char *msg)
     ctl_final(c, ok, msg);
 }
 
+/* The "messages:" line of status: "N name" for each registered counter, comma-separated. */
+struct status_line {
+    char buf[1024];
+    size_t len;
+};
+
+static void
+status_counter(void *arg, const struct counter *k)
+{
+    struct status_line *sl = arg;
+    if (sl->len >= sizeof(sl->buf))
+        return;
+    int n = snprintf(sl->buf + sl->len, sizeof(sl->buf) - sl->len, "%s %llu %s",
+                     sl->buf[sl->len - 1] == ':' ? "" : ",",
+                     (unsigned long long)counter_value(k), counter_name(k));
+    if (n > 0)
+        sl->len += (size_t)n;
+}
+
 static void
 ctl_handle(struct ctl_client *c, char *line)
 {
@@ -125,19 +145,15 @@ ctl_handle(struct ctl_client *c, char *line)
         snprintf(buf, sizeof(buf), "queue: %zu deferred, %zu held, %zu being delivered", qd, qh,
                  qa);
         ctl_out(c, buf);
-        snprintf(buf, sizeof(buf),
-                 "messages: %llu received, %llu relayed, %llu rejected, %llu deferred, %llu "
-                 "bounced, %llu quarantined, %llu discarded",
-                 (unsigned long long)d->stat_received, (unsigned long long)d->stat_relayed,
-                 (unsigned long long)d->stat_rejected, (unsigned long long)d->stat_deferred,
-                 (unsigned long long)d->stat_bounced, (unsigned long long)d->stat_quarantined,
-                 (unsigned long long)d->stat_discarded);
-        ctl_out(c, buf);
+        struct status_line sl = {.len = 0};
+        sl.len = (size_t)snprintf(sl.buf, sizeof(sl.buf), "messages:");
+        counter_reg_each(d->counters, status_counter, &sl);
+        ctl_out(c, sl.buf);
         ctl_final(c, 1, "running");
         return;
     }
     if (strcmp(argv[0], "reload") == 0) {
-        int rc = daemon_reload(d, msg, sizeof(msg));
+        int rc = services_reload(&d->svc, msg, sizeof(msg));
         ctl_final(c, rc == 0, msg);
         return;
     }
@@ -240,7 +256,7 @@ int
 control_open(struct daemon *d, char *err, size_t errlen)
 {
     struct sockaddr_un sun;
-    const char *path = d->cfg->control_socket;
+    const char *path = services_config(&d->svc)->control_socket;
 
     ctl_daemon = d;
     if (strlen(path) >= sizeof(sun.sun_path)) {

@@ -24,13 +24,12 @@
 #include "qid.h"
 #include "qstore.h"
 #include "queue.h"
-#include "queue_glue.h"
+#include "services.h"
 #include "spool.h"
-#include "workq.h"
+#include "wpool.h"
 
 struct qreq {
     struct daemon *d;
-    const struct sr_config *cfg; /* held for the request's lifetime */
     int release;
     int stage;              /* release: 0 reading, 1 marking the store */
     struct envelope *env;   /* release: the copy's envelope and content */
@@ -45,17 +44,18 @@ struct qreq {
     char msg[512];
     qadmin_done_fn done;
     void *arg;
+    struct sr_config *cfg;  /* the configuration the request started with (a reference) */
 };
 
 static void
 qreq_free(struct qreq *r)
 {
-    queue_glue_config_unref(r->d, r->cfg);
     envelope_free(r->env);
     spool_free(r->sp);
     for (int i = 0; i < r->nargs; i++)
         free(r->args[i]);
     free(r->args);
+    services_config_release(r->cfg);
     free(r);
 }
 
@@ -177,7 +177,7 @@ delete_work(void *arg)
              missing ? " (some IDs were not in the quarantine)" : "");
 }
 
-static void req_done(void *arg);
+static void req_done(void *arg, int status);
 
 /* Loop: queue_inject wrote the released copy (or could not). */
 static void
@@ -188,22 +188,26 @@ inject_done(void *arg, int rc, int err, const char *id)
         r->ok = 0;
         snprintf(r->msg, sizeof(r->msg), "%s: cannot queue the released copy: %s", r->id,
                  strerror(err));
-        req_done(r);
+        req_done(r, WPOOL_DONE);
         return;
     }
     snprintf(r->new_id, sizeof(r->new_id), "%s", id);
     r->stage = 1;
-    if (workq_submit(r->d->admin_wq, mark_work, req_done, r) < 0) {
-        mark_work(r); /* out of memory: mark it here rather than lose the state */
-        req_done(r);
+    if (wpool_call(r->d->side_pool, mark_work, req_done, r) < 0) {
+        mark_work(r); /* refused: mark it here rather than lose the state */
+        req_done(r, WPOOL_DONE);
     }
 }
 
 static void
-req_done(void *arg)
+req_done(void *arg, int status)
 {
     struct qreq *r = arg;
-    if (r->release && r->ok && r->stage == 0) {
+    if (status == WPOOL_CANCELLED) {
+        /* The pool shut down before the work ran. */
+        r->ok = 0;
+        snprintf(r->msg, sizeof(r->msg), "shutting down");
+    } else if (r->release && r->ok && r->stage == 0) {
         if (r->d->queue == NULL) {
             r->ok = 0;
             snprintf(r->msg, sizeof(r->msg), "%s: no queue", r->id);
@@ -220,7 +224,7 @@ req_done(void *arg)
     r->done(r->arg, r->ok, r->msg);
     struct daemon *d = r->d;
     qreq_free(r);
-    daemon_check_exit(d);
+    services_idle(&d->svc);
 }
 
 static struct qreq *
@@ -230,7 +234,7 @@ qreq_new(struct daemon *d, char **args, int n, qadmin_done_fn done, void *arg)
     if (r == NULL)
         return NULL;
     r->d = d;
-    r->cfg = queue_glue_config_ref(d);
+    r->cfg = services_config_acquire(&d->svc);
     r->done = done;
     r->arg = arg;
     r->args = calloc((size_t)n + 1, sizeof(char *));
@@ -259,7 +263,7 @@ qadmin_release(struct daemon *d, const char *id, char **addrs, int n, qadmin_don
     }
     r->release = 1;
     snprintf(r->id, sizeof(r->id), "%s", id);
-    if (workq_submit(d->admin_wq, release_work, req_done, r) < 0) {
+    if (wpool_call(d->side_pool, release_work, req_done, r) < 0) {
         qreq_free(r);
         done(arg, 0, "out of memory");
     }
@@ -273,7 +277,7 @@ qadmin_delete(struct daemon *d, char **ids, int n, qadmin_done_fn done, void *ar
         done(arg, 0, "out of memory");
         return;
     }
-    if (workq_submit(d->admin_wq, delete_work, req_done, r) < 0) {
+    if (wpool_call(d->side_pool, delete_work, req_done, r) < 0) {
         qreq_free(r);
         done(arg, 0, "out of memory");
     }

@@ -2,17 +2,15 @@
  * queue_glue.c - what the daemon hands the deferred queue (queue/queue.h):
  * the table of struct queue_hooks.
  *
- * Public calls: queue_glue_open, queue_glue_close, queue_glue_config_ref,
- * queue_glue_config_unref.
+ * Public calls: queue_glue_open, queue_glue_close.
  *
  * submit/down/remote_name go to the relay module (the SMTP client that
- * also makes first attempts); run goes to a workq of two threads owned
- * here (custody writes, post-delivery updates, admin verb batches);
- * config_ref/config_unref count holds on the daemon's configuration, so a
- * reload retires the old one and frees it only when no transaction and
- * no hold uses it any more; idle is daemon_check_exit; stopping is the
- * shutdown flag. The relay's recovery callback kicks the queue. One
- * instance per process.
+ * also makes first attempts); run goes to a worker pool of two threads
+ * ("sr-queue", lib/wpool) owned here: custody writes, post-delivery
+ * updates, admin verb batches, so they never wait behind scans or
+ * quarantine work; config/config_ref/config_unref and idle are the
+ * daemon's services (lib/services); stopping is the shutdown flag. The
+ * relay's recovery callback kicks the queue. One instance per process.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,9 +19,10 @@
 #include "queue.h"
 #include "queue_glue.h"
 #include "relay.h"
-#include "workq.h"
+#include "services.h"
+#include "wpool.h"
 
-static struct workq *glue_wq;
+static struct wpool *glue_pool;
 
 static int
 h_submit(void *ctx, struct relay_job *job)
@@ -46,7 +45,7 @@ h_remote_name(void *ctx)
     return relay_name(d->relay);
 }
 
-/* A queue job on the workq: the workq's done has no status (it drops queued work at the end). */
+/* A queue job on the pool: the queue's done wants "cancelled", the pool gives a status. */
 struct glue_job {
     void (*work)(void *arg);
     void (*done)(void *arg, int cancelled);
@@ -61,13 +60,13 @@ glue_work(void *arg)
 }
 
 static void
-glue_done(void *arg)
+glue_done(void *arg, int status)
 {
     struct glue_job *g = arg;
     void (*done)(void *, int) = g->done;
     void *a = g->arg;
     free(g);
-    done(a, 0);
+    done(a, status == WPOOL_CANCELLED);
 }
 
 static int
@@ -80,7 +79,7 @@ h_run(void *ctx, void (*work)(void *arg), void (*done)(void *arg, int cancelled)
     g->work = work;
     g->done = done;
     g->arg = arg;
-    if (workq_submit(glue_wq, glue_work, glue_done, g) < 0) {
+    if (wpool_call(glue_pool, glue_work, glue_done, g) < 0) {
         free(g);
         return -1;
     }
@@ -91,25 +90,28 @@ static const struct sr_config *
 h_config(void *ctx)
 {
     struct daemon *d = ctx;
-    return d->cfg;
+    return services_config(&d->svc);
 }
 
-static const struct sr_config *
+static struct sr_config *
 h_config_ref(void *ctx)
 {
-    return queue_glue_config_ref(ctx);
+    struct daemon *d = ctx;
+    return services_config_acquire(&d->svc);
 }
 
 static void
-h_config_unref(void *ctx, const struct sr_config *cfg)
+h_config_unref(void *ctx, struct sr_config *cfg)
 {
-    queue_glue_config_unref(ctx, cfg);
+    (void)ctx;
+    services_config_release(cfg);
 }
 
 static void
 h_idle(void *ctx)
 {
-    daemon_check_exit(ctx);
+    struct daemon *d = ctx;
+    services_idle(&d->svc);
 }
 
 static int
@@ -127,22 +129,6 @@ recovery_cb(void *arg)
         queue_kick(d->queue);
 }
 
-const struct sr_config *
-queue_glue_config_ref(struct daemon *d)
-{
-    d->cfg_holds++;
-    return d->cfg;
-}
-
-void
-queue_glue_config_unref(struct daemon *d, const struct sr_config *cfg)
-{
-    if (cfg == NULL)
-        return;
-    d->cfg_holds--;
-    daemon_release_configs(d);
-}
-
 int
 queue_glue_open(struct daemon *d, char *err, size_t errlen)
 {
@@ -158,15 +144,13 @@ queue_glue_open(struct daemon *d, char *err, size_t errlen)
         .idle = h_idle,
         .stopping = h_stopping,
     };
-    glue_wq = workq_new(d->base, 2);
-    if (glue_wq == NULL) {
-        snprintf(err, errlen, "queue: cannot start the worker threads");
+    glue_pool = wpool_new(d->base, "sr-queue", 2, 0, err, errlen);
+    if (glue_pool == NULL)
         return -1;
-    }
     d->queue = queue_new(d->base, &h, err, errlen);
     if (d->queue == NULL) {
-        workq_free(glue_wq);
-        glue_wq = NULL;
+        wpool_free(glue_pool);
+        glue_pool = NULL;
         return -1;
     }
     relay_set_recovery_cb(d->relay, recovery_cb, d);
@@ -176,9 +160,8 @@ queue_glue_open(struct daemon *d, char *err, size_t errlen)
 void
 queue_glue_close(struct daemon *d)
 {
-    workq_free(glue_wq); /* queued jobs are dropped with their holds */
-    glue_wq = NULL;
+    wpool_free(glue_pool); /* queued jobs: done(arg, cancelled) frees what they held */
+    glue_pool = NULL;
     queue_free(d->queue);
     d->queue = NULL;
-    d->cfg_holds = 0;
 }

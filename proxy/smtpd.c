@@ -30,6 +30,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include "clock.h"
 #include "daemon.h"
 #include "log.h"
 #include "pipeline.h"
@@ -74,13 +75,13 @@ static int
 ops_data_begin(void *arg)
 {
     struct smtpd_session *s = arg;
-    struct daemon *d = s->d;
+    const struct sr_config *cfg = services_config(&s->d->svc);
 
-    s->body = spool_new((size_t)d->cfg->body_memory_limit, d->cfg->state_directory);
+    s->body = spool_new((size_t)cfg->body_memory_limit, cfg->state_directory);
     if (s->body == NULL)
         return -1;
     qid_next(s->qid);
-    s->t_begin = pipeline_now();
+    s->t_begin = clock_mono();
     return 0;
 }
 
@@ -267,7 +268,7 @@ session_free(struct smtpd_session *s)
         s->next->prev = s->prev;
     d->nsessions--;
     free(s);
-    daemon_check_exit(d);
+    services_idle(&d->svc);
 }
 
 /* Refuse a connection with one line and close. */
@@ -289,9 +290,9 @@ smtpd_accept(struct daemon *d, int fd, const struct sockaddr *sa, int salen)
         refuse(fd, "421 4.3.2 Service shutting down\r\n");
         return;
     }
-    if (d->nsessions >= d->cfg->max_connections) {
+    if (d->nsessions >= services_config(&d->svc)->max_connections) {
         log_warnx("too many connections (max_connections = %lld), refusing a client",
-                  (long long)d->cfg->max_connections);
+                  (long long)services_config(&d->svc)->max_connections);
         refuse(fd, "421 4.3.2 Service busy: too many connections, try again later\r\n");
         return;
     }
@@ -323,7 +324,7 @@ smtpd_accept(struct daemon *d, int fd, const struct sockaddr *sa, int salen)
         free(s);
         return;
     }
-    s->proto.xforward_allowed = netmask_match(d->xfnets, d->nxfnets, sa);
+    s->proto.xforward_allowed = cidr_match(d->xfnets, d->nxfnets, sa);
 
     s->next = d->sessions;
     if (d->sessions)
@@ -333,7 +334,7 @@ smtpd_accept(struct daemon *d, int fd, const struct sockaddr *sa, int salen)
 
     bufferevent_setcb(s->bev, read_cb, write_cb, event_cb, s);
     bufferevent_setwatermark(s->bev, EV_READ, 0, INPUT_HIGH);
-    struct timeval tv = {d->cfg->smtpd_timeout, 0};
+    struct timeval tv = {services_config(&d->svc)->smtpd_timeout, 0};
     bufferevent_set_timeouts(s->bev, &tv, &tv);
     bufferevent_enable(s->bev, EV_READ | EV_WRITE);
     smtpd_proto_greet(&s->proto);

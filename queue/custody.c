@@ -40,7 +40,7 @@
 /* One write job: custody, bounce now or inject. */
 struct qwrite_job {
     struct queue *q;
-    const struct sr_config *cfg;
+    struct sr_config *cfg; /* held for the job's lifetime */
     char qid[QID_LEN + 1]; /* the message written (custody, inject), or the one reported */
     const struct envelope *env;
     const char *prefix;

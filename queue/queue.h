@@ -36,8 +36,8 @@ struct queue_hooks {
     /* The configuration now in force; valid until the current loop callback returns. */
     const struct sr_config *(*config)(void *ctx);
     /* The configuration now in force, kept valid until config_unref (across reloads). */
-    const struct sr_config *(*config_ref)(void *ctx);
-    void (*config_unref)(void *ctx, const struct sr_config *cfg);
+    struct sr_config *(*config_ref)(void *ctx);
+    void (*config_unref)(void *ctx, struct sr_config *cfg);
     /* Something finished: the daemon may be able to exit (shutdown). */
     void (*idle)(void *ctx);
     /* 1 once the daemon is shutting down: start no new deliveries. */

@@ -46,7 +46,7 @@
 struct qdelivery {
     struct queue *q;
     struct qent *e;
-    const struct sr_config *cfg; /* held for the attempt and its file work */
+    struct sr_config *cfg; /* held for the attempt and its file work */
     struct queue_entry *qe;
     struct relay_job job;
     struct relay_rcpt_result *res;

@@ -42,6 +42,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "engine.h"
 #include "log.h"
 #include "mime.h"
@@ -66,7 +67,7 @@ struct state {
     const struct sr_config *cfg;
     struct scan_result *res;
     struct arch_budget budget;
-    struct timespec deadline;
+    double deadline; /* clock_mono() */
     int has_deadline;
     int timed_out;      /* a "scan timeout" finding was added */
     int oom;
@@ -467,13 +468,7 @@ clam_scan(struct state *st, const void *data, size_t len, const char *name)
 static int
 past_deadline(struct state *st)
 {
-    struct timespec now;
-
-    if (!st->has_deadline)
-        return 0;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return now.tv_sec > st->deadline.tv_sec ||
-           (now.tv_sec == st->deadline.tv_sec && now.tv_nsec >= st->deadline.tv_nsec);
+    return st->has_deadline && clock_mono() >= st->deadline;
 }
 
 /* mime_walk callback: one decoded leaf part. */
@@ -761,13 +756,6 @@ conclude(struct state *st)
     r->headers[r->nheaders++] = dupstr(st, line);
 }
 
-static double
-since(const struct timespec *t0)
-{
-    struct timespec t1;
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
-}
 
 /* Fresh result and state. */
 static void
@@ -814,18 +802,17 @@ scan_message(struct sr_engine *e, const struct sr_config *cfg, const char *msg, 
     const struct sr_config_scan *sc = &cfg->scan;
     struct state st;
     struct mime_msg *m;
-    struct timespec t0;
+    double t0;
     char err[256];
 
     /*
      * Initialize.
      */
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    t0 = clock_mono();
     state_init(&st, e, cfg, res);
     if (sc->timeout > 0) {
         st.has_deadline = 1;
-        st.deadline = t0;
-        st.deadline.tv_sec += sc->timeout;
+        st.deadline = t0 + (double)sc->timeout;
     }
 
     /*
@@ -879,7 +866,7 @@ scan_message(struct sr_engine *e, const struct sr_config *cfg, const char *msg, 
     res->archive_depth = st.budget.max_depth;
     res->archive_peak_buffer = st.budget.peak_buffer;
     conclude(&st);
-    res->elapsed = since(&t0);
+    res->elapsed = clock_mono() - t0;
     if (st.oom) {
         /* Whatever was built, the verdict must not let the message pass unchecked. */
         res->kind = res->kind > SCAN_ERROR ? res->kind : SCAN_ERROR;

@@ -158,7 +158,7 @@ h_config(void *ctx)
     return ((struct fake *)ctx)->cfg;
 }
 
-static const struct sr_config *
+static struct sr_config *
 h_ref(void *ctx)
 {
     struct fake *f = ctx;
@@ -167,7 +167,7 @@ h_ref(void *ctx)
 }
 
 static void
-h_unref(void *ctx, const struct sr_config *c)
+h_unref(void *ctx, struct sr_config *c)
 {
     struct fake *f = ctx;
     assert_ptr_equal(c, f->cfg);
