@@ -27,14 +27,13 @@
 
 #include "mime.h"
 #include "msglog.h"
+#include "clock.h"
 #include "qstore.h"
 
 static double
 now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+    return clock_mono() * 1e3;
 }
 
 static uint64_t rng = 88172645463325252ull;

@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "config.h"
 #include "engine.h"
 #include "mime.h"
@@ -46,9 +47,7 @@ slurp(const char *path, size_t *len)
 static double
 now(void)
 {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+    return clock_mono();
 }
 
 int

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "action.h"
 #include "config.h"
 #include "fuzz.h"
 
@@ -37,6 +38,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     close(fd);
 
+    static int registered;
+    if (!registered) {
+        sr_action_register(); /* the action words, as scanrelayd and scanrelay do */
+        registered = 1;
+    }
     err[0] = '\0';
     struct sr_config *c = config_load(path, 1, err, sizeof(err));
     if (c == NULL) {

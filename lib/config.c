@@ -3,8 +3,9 @@
  *
  * config_load() reads the file named by -c (or the default path), checks
  * every value and returns a struct sr_config owned by the caller (free it
- * with config_free). Every key has a default, so an empty file or no file
- * at all is a valid configuration. An unknown key or a bad value is an
+ * with config_free, or share it: config_ref/config_unref, atomic). Every
+ * key has a default, so an empty file or no file at all is a valid
+ * configuration. An unknown key or a bad value is an
  * error that names the file and line; nothing is half-applied, the caller
  * keeps its old config (SIGHUP).
  *
@@ -435,6 +436,7 @@ config_load(const char *path, int explicit_path, char *err, size_t errlen)
      * Copy out and check.
      */
     c = xcalloc(1, sizeof(*c));
+    c->refs_ = 1;
     c->path = have_file ? xstrdup(path) : NULL;
     c->nlisten = cfg_size(cfg, "listen");
     if (c->nlisten == 0) {
@@ -585,6 +587,20 @@ bad:
     cf_err = NULL;
     cf_path = NULL;
     return NULL;
+}
+
+struct sr_config *
+config_ref(struct sr_config *c)
+{
+    __atomic_add_fetch(&c->refs_, 1, __ATOMIC_RELAXED);
+    return c;
+}
+
+void
+config_unref(struct sr_config *c)
+{
+    if (c != NULL && __atomic_sub_fetch(&c->refs_, 1, __ATOMIC_ACQ_REL) == 0)
+        config_free(c);
 }
 
 void

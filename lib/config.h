@@ -109,6 +109,8 @@ struct sr_config {
     struct sr_config_queue queue;
     struct sr_config_quarantine quarantine;
     struct sr_config_log log;
+
+    int refs_; /* config_ref/config_unref; 1 after config_load */
 };
 
 #define SR_DEFAULT_CONFIG "/etc/scanrelay/scanrelay.conf"
@@ -120,6 +122,14 @@ struct sr_config {
  */
 struct sr_config *config_load(const char *path, int explicit_path, char *err, size_t errlen);
 void config_free(struct sr_config *cfg);
+
+/*
+ * Shared configurations (the daemon across reloads): config_load returns
+ * one reference; config_ref adds one (returns cfg), config_unref drops
+ * one and frees at zero. Atomic: any thread may drop its reference.
+ */
+struct sr_config *config_ref(struct sr_config *cfg);
+void config_unref(struct sr_config *cfg);
 
 /* Parsers shared with the CLI and tests; 0 ok, -1 bad. */
 int config_parse_size(const char *s, int64_t *out);

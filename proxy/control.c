@@ -3,7 +3,8 @@
  * socket (mode 0660, the daemon's group) taking one request line per
  * connection and answering "* data" lines and a final "OK"/"ERR" line, as
  * lib/ctl.h describes. Verbs: status, reload, and the queue actions
- * (flush, delete, hold, release, requeue), which go to queue_mgr.
+ * (flush, delete, hold, release, requeue), which go to queue_control (answered
+ * later: the verbs run off the loop).
  *
  * A stale socket file from a dead daemon is replaced; a live one (connect
  * succeeds) is an error: two daemons must not share a queue.
@@ -25,11 +26,12 @@
 #include <event2/listener.h>
 
 #include "control.h"
+#include "counter.h"
 #include "ctl.h"
 #include "daemon.h"
 #include "log.h"
 #include "qadmin.h"
-#include "queue_mgr.h"
+#include "queue.h"
 #include "relay.h"
 
 static struct evconnlistener *ctl_listener;
@@ -72,6 +74,15 @@ ctl_final(struct ctl_client *c, int ok, const char *text)
     bufferevent_disable(c->bev, EV_READ);
 }
 
+/* A data line of a request answered later; dropped when the client left. */
+static void
+ctl_async_out(void *arg, const char *line)
+{
+    struct ctl_client *c = arg;
+    if (!c->gone && c->bev)
+        ctl_out(c, line);
+}
+
 /* A worker finished a request for this client. */
 static void
 ctl_async_done(void *arg, int ok, const char *msg)
@@ -83,6 +94,25 @@ ctl_async_done(void *arg, int ok, const char *msg)
         return;
     }
     ctl_final(c, ok, msg);
+}
+
+/* The "messages:" line of status: "N name" for each registered counter, comma-separated. */
+struct status_line {
+    char buf[1024];
+    size_t len;
+};
+
+static void
+status_counter(void *arg, const struct counter *k)
+{
+    struct status_line *sl = arg;
+    if (sl->len >= sizeof(sl->buf))
+        return;
+    int n = snprintf(sl->buf + sl->len, sizeof(sl->buf) - sl->len, "%s %llu %s",
+                     sl->buf[sl->len - 1] == ':' ? "" : ",",
+                     (unsigned long long)counter_value(k), counter_name(k));
+    if (n > 0)
+        sl->len += (size_t)n;
 }
 
 static void
@@ -103,7 +133,7 @@ ctl_handle(struct ctl_client *c, char *line)
         char buf[256];
         size_t qd = 0, qh = 0, qa = 0;
         if (d->queue)
-            queue_mgr_counts(d->queue, &qd, &qh, &qa);
+            queue_counts(d->queue, &qd, &qh, &qa);
         snprintf(buf, sizeof(buf), "pid: %ld", (long)getpid());
         ctl_out(c, buf);
         snprintf(buf, sizeof(buf), "version: %s", SCANRELAY_VERSION);
@@ -115,19 +145,15 @@ ctl_handle(struct ctl_client *c, char *line)
         snprintf(buf, sizeof(buf), "queue: %zu deferred, %zu held, %zu being delivered", qd, qh,
                  qa);
         ctl_out(c, buf);
-        snprintf(buf, sizeof(buf),
-                 "messages: %llu received, %llu relayed, %llu rejected, %llu deferred, %llu "
-                 "bounced, %llu quarantined, %llu discarded",
-                 (unsigned long long)d->stat_received, (unsigned long long)d->stat_relayed,
-                 (unsigned long long)d->stat_rejected, (unsigned long long)d->stat_deferred,
-                 (unsigned long long)d->stat_bounced, (unsigned long long)d->stat_quarantined,
-                 (unsigned long long)d->stat_discarded);
-        ctl_out(c, buf);
+        struct status_line sl = {.len = 0};
+        sl.len = (size_t)snprintf(sl.buf, sizeof(sl.buf), "messages:");
+        counter_reg_each(d->counters, status_counter, &sl);
+        ctl_out(c, sl.buf);
         ctl_final(c, 1, "running");
         return;
     }
     if (strcmp(argv[0], "reload") == 0) {
-        int rc = daemon_reload(d, msg, sizeof(msg));
+        int rc = services_reload(&d->svc, msg, sizeof(msg));
         ctl_final(c, rc == 0, msg);
         return;
     }
@@ -138,9 +164,9 @@ ctl_handle(struct ctl_client *c, char *line)
             ctl_final(c, 0, "no queue");
             return;
         }
-        int rc = queue_mgr_control(d->queue, argv[0], argv + 1, argc - 1, ctl_out, c, msg,
-                                   sizeof(msg));
-        ctl_final(c, rc == 0, msg);
+        c->pending = 1;
+        bufferevent_disable(c->bev, EV_READ);
+        queue_control(d->queue, argv[0], argv + 1, argc - 1, ctl_async_out, ctl_async_done, c);
         return;
     }
     if (strcmp(argv[0], "qrelease") == 0) {
@@ -230,7 +256,7 @@ int
 control_open(struct daemon *d, char *err, size_t errlen)
 {
     struct sockaddr_un sun;
-    const char *path = d->cfg->control_socket;
+    const char *path = services_config(&d->svc)->control_socket;
 
     ctl_daemon = d;
     if (strlen(path) >= sizeof(sun.sun_path)) {

@@ -2,7 +2,7 @@
  * pipeline.c - what happens to a message once its final dot arrived:
  * verdict -> action -> delivery attempt -> answer to the upstream.
  *
- * Public calls: msg_tx_new, pipeline_start, pipeline_now.
+ * Public calls: msg_tx_new, pipeline_start.
  *
  * The first delivery attempt uses the same relay module as every retry
  * from the deferred queue. The answer follows the SPEC.md rule: 250 only
@@ -29,23 +29,18 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
+#include "counter.h"
 #include "daemon.h"
 #include "log.h"
 #include "msglog.h"
 #include "pipeline.h"
 #include "qstore.h"
-#include "queue_mgr.h"
+#include "queue.h"
 #include "rewrite.h"
 #include "scan.h"
 #include "spool.h"
-
-double
-pipeline_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
+#include "wpool.h"
 
 struct msg_tx *
 msg_tx_new(struct daemon *d, const char *qid, struct envelope *env, struct spool *body,
@@ -66,8 +61,8 @@ msg_tx_new(struct daemon *d, const char *qid, struct envelope *env, struct spool
     tx->size = size;
     snprintf(tx->client, sizeof(tx->client), "%s", client);
     tx->t_begin = t_begin;
-    tx->t_received = pipeline_now();
-    tx->cfg = d->cfg;
+    tx->t_received = clock_mono();
+    tx->cfg = services_config_acquire(&d->svc);
     tx->result = "unscanned";
     d->ntx++;
     return tx;
@@ -83,10 +78,10 @@ msg_tx_free(struct msg_tx *tx)
     free(tx->res);
     if (tx->scanned)
         scan_result_free(&tx->sjob.result);
+    services_config_release(tx->cfg);
     free(tx);
     d->ntx--;
-    daemon_release_configs(d);
-    daemon_check_exit(d);
+    services_idle(&d->svc);
 }
 
 /* Seconds the message spent waiting for and in the scanner. */
@@ -146,7 +141,7 @@ log_row(const struct msg_tx *tx, const char *reply)
         .virus = sr ? sr->virus : NULL,
         .rule = sr ? sr->rule : NULL,
         .score = sr && sr->has_score ? sr->score : 0,
-        .delay = pipeline_now() - tx->t_begin,
+        .delay = clock_mono() - tx->t_begin,
         .delays = delays,
         .relay = tx->job.relay_name[0] ? tx->job.relay_name : NULL,
         .dsn = dsn,
@@ -212,7 +207,7 @@ static void
 log_verdict(struct msg_tx *tx, const char *action, const char *dsn, const char *status,
             const char *text)
 {
-    double now = pipeline_now();
+    double now = clock_mono();
     tx->outcome = action;
     for (size_t i = 0; i < tx->env->nrcpt; i++)
         log_info("%s: from=<%s>, to=<%s>, size=%lld, client=%s, result=%s%s, action=%s, "
@@ -232,7 +227,7 @@ static void
 pipeline_log(const struct msg_tx *tx, int cls, const char *action, const char *status,
              const char *text)
 {
-    double now = pipeline_now();
+    double now = clock_mono();
     double a = tx->t_received - tx->t_begin;
     for (size_t i = 0; i < tx->env->nrcpt; i++) {
         const struct relay_rcpt_result *r = &tx->res[i];
@@ -258,7 +253,7 @@ custody_done(void *arg, int rc, int err)
 
     if (rc == 0) {
         pipeline_log(tx, RELAY_TEMP, "deferred", "deferred", NULL);
-        tx->d->stat_deferred++;
+        counter_inc(tx->d->cnt.deferred);
         tx->outcome = "deferred";
         snprintf(reply, sizeof(reply), "250 2.0.0 Ok: queued as %s (deferred: downstream "
                  "unavailable, held in the scanrelay queue)", tx->qid);
@@ -334,14 +329,14 @@ relay_done(struct relay_job *job, void *arg)
                                                           : RCPT_DEFERRED;
                 envelope_set_reason(r, tx->res[i].text);
             }
-            queue_mgr_enter(d->queue, tx->qid, tx->env, tx->prefix, tx->prefixlen, tx->body,
+            queue_enter(d->queue, tx->qid, tx->env, tx->prefix, tx->prefixlen, tx->body,
                             custody_done, tx);
             return;
         }
         const struct relay_rcpt_result *r = first_of(tx, RELAY_TEMP);
         char reply[700];
         pipeline_log(tx, RELAY_TEMP, "rejected", "deferred", NULL);
-        d->stat_deferred++;
+        counter_inc(d->cnt.deferred);
         tx->outcome = "rejected";
         snprintf(reply, sizeof(reply), "451 %s Downstream unavailable: %.500s",
                  r->code ? "4.4.0" : "4.4.1", r->text);
@@ -351,12 +346,12 @@ relay_done(struct relay_job *job, void *arg)
     if (nok) {
         char reply[700];
         const struct relay_rcpt_result *r = first_of(tx, RELAY_OK);
-        d->stat_relayed++;
+        counter_inc(d->cnt.relayed);
         if (nperm)
-            d->stat_bounced++;
+            counter_inc(d->cnt.bounced);
         if (nperm && d->queue) {
             /* The DSN for the refused ones must be on disk before the 250. */
-            queue_mgr_bounce_now(d->queue, tx->qid, tx->env, tx->res, tx->body, bounce_done, tx);
+            queue_bounce_now(d->queue, tx->qid, tx->env, tx->res, tx->body, bounce_done, tx);
             return;
         }
         snprintf(reply, sizeof(reply), "250 2.0.0 Ok: queued as %s (relayed: %.500s)", tx->qid,
@@ -367,7 +362,7 @@ relay_done(struct relay_job *job, void *arg)
     /* Every recipient refused permanently: pass the downstream's reply back. */
     pipeline_log(tx, RELAY_PERM, "rejected", "bounced", NULL);
     tx->outcome = "bounced";
-    d->stat_rejected++;
+    counter_inc(d->cnt.rejected);
     tx_finish(tx, tx->job.perm_reply[0] ? tx->job.perm_reply
                                         : "554 5.0.0 Error: rejected by the downstream server");
 }
@@ -422,9 +417,9 @@ set_prefix(struct msg_tx *tx)
     return 0;
 }
 
-/* Work jobs (pool threads): strip rewrite and quarantine copy. */
+/* Side jobs (the side pool, sr-work; never behind scans): strip rewrite and quarantine copy. */
 struct side_job {
-    struct scan_job job;
+    struct wpool_job job;
     struct msg_tx *tx;
     struct spool *out;
     int rc, err;
@@ -432,14 +427,15 @@ struct side_job {
 };
 
 static void
-strip_work(struct scan_job *job, struct sr_engine *e)
+strip_work(struct wpool_job *job)
 {
-    struct side_job *sj = job->user;
+    struct side_job *sj = job->arg;
     struct msg_tx *tx = sj->tx;
     const struct scan_result *r = &tx->sjob.result;
     const char *const *lines = (const char *const *)r->headers;
     struct rewrite_strip_part parts[r->nstrips ? r->nstrips : 1];
-    (void)e;
+
+    log_set_id(tx->qid);
 
     for (size_t i = 0; i < r->nstrips; i++) {
         parts[i].raw_begin = r->strips[i].raw_begin;
@@ -451,11 +447,12 @@ strip_work(struct scan_job *job, struct sr_engine *e)
     if (sj->out == NULL) {
         sj->rc = -1;
         sj->err = ENOMEM;
-        return;
+    } else {
+        struct rewrite_io in = rewrite_io_spool(tx->body), out = rewrite_io_spool(sj->out);
+        sj->rc = rewrite_message(&in, lines, r->nheaders, parts, r->nstrips, &out);
+        sj->err = sj->rc < 0 ? errno : 0;
     }
-    struct rewrite_io in = rewrite_io_spool(tx->body), out = rewrite_io_spool(sj->out);
-    sj->rc = rewrite_message(&in, lines, r->nheaders, parts, r->nstrips, &out);
-    sj->err = sj->rc < 0 ? errno : 0;
+    log_set_id(NULL);
 }
 
 /* Reason of the quarantine, for the index. */
@@ -476,15 +473,16 @@ quarantine_reason(const struct scan_result *r)
     }
 }
 
-/* The quarantine store (pool thread): the message as received, gzip'd, indexed. */
+/* The quarantine store (side pool thread): the message as received, gzip'd, indexed. */
 static void
-quarantine_work(struct scan_job *job, struct sr_engine *e)
+quarantine_work(struct wpool_job *job)
 {
-    struct side_job *sj = job->user;
+    struct side_job *sj = job->arg;
     struct msg_tx *tx = sj->tx;
     const struct scan_result *r = &tx->sjob.result;
     const char *rcpts[tx->env->nrcpt ? tx->env->nrcpt : 1];
-    (void)e;
+
+    log_set_id(tx->qid);
 
     for (size_t i = 0; i < tx->env->nrcpt; i++)
         rcpts[i] = tx->env->rcpt[i].addr;
@@ -508,19 +506,20 @@ quarantine_work(struct scan_job *job, struct sr_engine *e)
     struct qsource src = {.kind = QSRC_SPOOL, .spool = tx->body};
     sj->rc = qstore_put(tx->d->qstore, &m, &src, NULL);
     sj->err = sj->rc < 0 ? errno : 0;
+    log_set_id(NULL);
 }
 
 static void
-side_done(struct scan_job *job, void *arg)
+side_done(struct wpool_job *job)
 {
-    struct side_job *sj = arg;
+    struct side_job *sj = job->arg;
     struct msg_tx *tx = sj->tx;
     const struct scan_result *r = &tx->sjob.result;
     char reply[700];
     (void)job;
 
     if (job->work == strip_work) {
-        if (job->status != SCAN_JOB_DONE || sj->rc < 0) {
+        if (job->status != WPOOL_DONE || sj->rc < 0) {
             log_warnx("%s: cannot strip the message: %s", tx->qid,
                       sj->err ? strerror(sj->err) : "cancelled");
             spool_free(sj->out);
@@ -536,7 +535,7 @@ side_done(struct scan_job *job, void *arg)
             start_delivery(tx);
         }
     } else {
-        if (job->status != SCAN_JOB_DONE || sj->rc < 0) {
+        if (job->status != WPOOL_DONE || sj->rc < 0) {
             log_warnx("%s: cannot quarantine the message: %s", tx->qid,
                       sj->err ? strerror(sj->err) : "cancelled");
             log_verdict(tx, "rejected", "4.3.0", "deferred", "quarantine failed");
@@ -544,7 +543,7 @@ side_done(struct scan_job *job, void *arg)
                                             : "451 4.3.0 Error: cannot quarantine, try again later");
         } else {
             log_verdict(tx, "quarantined", "2.7.0", "quarantined", r->reason ? r->reason : "");
-            tx->d->stat_quarantined++;
+            counter_inc(tx->d->cnt.quarantined);
             snprintf(reply, sizeof(reply), "250 2.7.0 Ok: quarantined as %s (%.500s)", tx->qid,
                      r->reason ? r->reason : "policy");
             tx_finish(tx, reply);
@@ -554,7 +553,7 @@ side_done(struct scan_job *job, void *arg)
 }
 
 static void
-side_start(struct msg_tx *tx, void (*work)(struct scan_job *, struct sr_engine *))
+side_start(struct msg_tx *tx, void (*work)(struct wpool_job *))
 {
     struct side_job *sj = calloc(1, sizeof(*sj));
     if (sj == NULL) {
@@ -564,11 +563,9 @@ side_start(struct msg_tx *tx, void (*work)(struct scan_job *, struct sr_engine *
     }
     sj->tx = tx;
     sj->job.work = work;
-    sj->job.user = sj;
-    sj->job.fd = -1;
-    sj->job.cfg = tx->cfg;
-    snprintf(sj->job.log_id, sizeof(sj->job.log_id), "%s", tx->qid);
-    if (scan_pool_submit(tx->d->scan_pool, &sj->job, side_done, sj) < 0) {
+    sj->job.done = side_done;
+    sj->job.arg = sj;
+    if (wpool_submit(tx->d->side_pool, &sj->job) < 0) {
         free(sj);
         log_verdict(tx, "rejected", "4.3.2", "deferred", "scanner busy");
         tx_finish(tx, "421 4.3.2 Error: scanner overloaded, try again later");
@@ -611,13 +608,13 @@ scan_done(struct scan_job *job, void *arg)
         return;
     case SR_ACTION_DISCARD:
         log_verdict(tx, "discarded", "2.7.0", "discarded", why);
-        tx->d->stat_discarded++;
+        counter_inc(tx->d->cnt.discarded);
         snprintf(reply, sizeof(reply), "250 2.7.0 Ok: discarded as %s (%.500s)", tx->qid, why);
         tx_finish(tx, reply);
         return;
     case SR_ACTION_REJECT:
         log_verdict(tx, "rejected", "5.7.1", "rejected", why);
-        tx->d->stat_rejected++;
+        counter_inc(tx->d->cnt.rejected);
         snprintf(reply, sizeof(reply), "554 5.7.1 Rejected: %.500s", why);
         tx_finish(tx, reply);
         return;
@@ -635,7 +632,7 @@ void
 pipeline_start(struct msg_tx *tx)
 {
     struct daemon *d = tx->d;
-    d->stat_received++;
+    counter_inc(d->cnt.received);
     if (d->scan_pool == NULL || !tx->cfg->scan.enabled) {
         start_delivery(tx);
         return;

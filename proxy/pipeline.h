@@ -23,7 +23,7 @@ struct msg_tx {
     double t_received;         /* final dot */
     char *prefix;              /* header lines to add, owned */
     size_t prefixlen;
-    const struct sr_config *cfg; /* the configuration this message started with */
+    struct sr_config *cfg; /* the configuration this message started with (a reference) */
     struct scan_job sjob;      /* the scan; sjob.result is the verdict */
     int scanned;               /* sjob.result is valid */
     const char *result;        /* log result=: unscanned, clean, virus, policy, error */
@@ -43,6 +43,5 @@ struct msg_tx *msg_tx_new(struct daemon *d, const char *qid, struct envelope *en
                           struct spool *body, int64_t size, const char *client, double t_begin);
 /* Run it; done() is called later, exactly once, from the event loop; then the tx frees itself. */
 void pipeline_start(struct msg_tx *tx);
-double pipeline_now(void);
 
 #endif

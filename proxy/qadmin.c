@@ -2,13 +2,15 @@
  * qadmin.c - the daemon's side of `scanrelay quarantine release|delete`.
  *
  * Both read or change the quarantine store, which blocks (gzip, SQLite,
- * fsync), so the work runs in the daemon's admin worker thread and the
- * answer comes back on the loop. A release builds a new queue file
- * (queue_file_create: crash-safe) holding the stored message behind an
- * X-Quarantine-Released header, with the original envelope or the
- * recipients given, marks the store entry released and hands the queue
- * file to the scheduler: delivery goes through the deferred queue, so a
- * release while the downstream is down waits there like any message.
+ * fsync), so that work runs in the daemon's admin worker thread and the
+ * answer comes back on the loop. A release reads the stored message and
+ * its envelope (or the recipients given) in the worker, hands them to
+ * queue_inject on the loop (the one way into the deferred queue: a new
+ * queue ID, written crash-safely behind an X-Quarantine-Released header,
+ * scheduled at once), then marks the store entry released in the worker:
+ * delivery goes through the deferred queue, so a release while the
+ * downstream is down waits there like any message. Each request holds a
+ * reference to the configuration it started with.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -21,14 +23,19 @@
 #include "qadmin.h"
 #include "qid.h"
 #include "qstore.h"
-#include "queue_file.h"
-#include "queue_mgr.h"
+#include "queue.h"
+#include "services.h"
 #include "spool.h"
-#include "workq.h"
+#include "wpool.h"
 
 struct qreq {
     struct daemon *d;
     int release;
+    int stage;              /* release: 0 reading, 1 marking the store */
+    struct envelope *env;   /* release: the copy's envelope and content */
+    struct spool *sp;
+    char prefix[160];
+    size_t prefixlen;
     char id[QSTORE_ID_MAX];
     char **args;            /* release: recipients; delete: IDs */
     int nargs;
@@ -37,14 +44,18 @@ struct qreq {
     char msg[512];
     qadmin_done_fn done;
     void *arg;
+    struct sr_config *cfg;  /* the configuration the request started with (a reference) */
 };
 
 static void
 qreq_free(struct qreq *r)
 {
+    envelope_free(r->env);
+    spool_free(r->sp);
     for (int i = 0; i < r->nargs; i++)
         free(r->args[i]);
     free(r->args);
+    services_config_release(r->cfg);
     free(r);
 }
 
@@ -62,6 +73,7 @@ meta_cb(void *arg, const struct qmeta *m)
     return 0;
 }
 
+/* Worker, first stage: the stored envelope (or the recipients given) and content. */
 static void
 release_work(void *arg)
 {
@@ -102,7 +114,7 @@ release_work(void *arg)
         goto out;
     }
     m = qstore_open_message(d->qstore, r->id);
-    sp = spool_new((size_t)d->cfg->body_memory_limit, d->cfg->state_directory);
+    sp = spool_new((size_t)r->cfg->body_memory_limit, r->cfg->state_directory);
     if (m == NULL || sp == NULL) {
         snprintf(r->msg, sizeof(r->msg), "%s: cannot read the quarantined message: %s", r->id,
                  strerror(errno));
@@ -118,28 +130,34 @@ release_work(void *arg)
         if (n == 0)
             break;
     }
-    char date[64], prefix[160];
+    char date[64];
     time_t now = time(NULL);
     struct tm tm;
     localtime_r(&now, &tm);
     strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
-    int plen = snprintf(prefix, sizeof(prefix), "X-Quarantine-Released: %s by scanrelay\r\n", date);
+    r->prefixlen = (size_t)snprintf(r->prefix, sizeof(r->prefix),
+                                    "X-Quarantine-Released: %s by scanrelay\r\n", date);
     env->arrival = now;
-    if (queue_file_create(d->cfg->queue_directory, r->new_id, env, prefix, (size_t)plen, sp,
-                          d->cfg->queue.min_free_space) < 0) {
-        snprintf(r->msg, sizeof(r->msg), "%s: cannot queue the released copy: %s", r->id,
-                 strerror(errno));
-        goto out;
-    }
-    qstore_set_state(d->qstore, r->id, QSTATE_RELEASED, 0);
+    r->env = env;
+    r->sp = sp;
+    env = NULL;
+    sp = NULL;
     r->ok = 1;
-    snprintf(r->msg, sizeof(r->msg), "%s: released as %s to %zu recipient%s", r->id, r->new_id,
-             env->nrcpt, env->nrcpt == 1 ? "" : "s");
 out:
     if (m)
         qmsg_close(m);
     spool_free(sp);
     envelope_free(env);
+}
+
+/* Worker, second stage: the copy is queued; record the state in the store. */
+static void
+mark_work(void *arg)
+{
+    struct qreq *r = arg;
+    qstore_set_state(r->d->qstore, r->id, QSTATE_RELEASED, 0);
+    snprintf(r->msg, sizeof(r->msg), "%s: released as %s to %zu recipient%s", r->id, r->new_id,
+             r->env->nrcpt, r->env->nrcpt == 1 ? "" : "s");
 }
 
 static void
@@ -159,19 +177,54 @@ delete_work(void *arg)
              missing ? " (some IDs were not in the quarantine)" : "");
 }
 
+static void req_done(void *arg, int status);
+
+/* Loop: queue_inject wrote the released copy (or could not). */
 static void
-req_done(void *arg)
+inject_done(void *arg, int rc, int err, const char *id)
 {
     struct qreq *r = arg;
+    if (rc < 0) {
+        r->ok = 0;
+        snprintf(r->msg, sizeof(r->msg), "%s: cannot queue the released copy: %s", r->id,
+                 strerror(err));
+        req_done(r, WPOOL_DONE);
+        return;
+    }
+    snprintf(r->new_id, sizeof(r->new_id), "%s", id);
+    r->stage = 1;
+    if (wpool_call(r->d->side_pool, mark_work, req_done, r) < 0) {
+        mark_work(r); /* refused: mark it here rather than lose the state */
+        req_done(r, WPOOL_DONE);
+    }
+}
+
+static void
+req_done(void *arg, int status)
+{
+    struct qreq *r = arg;
+    if (status == WPOOL_CANCELLED) {
+        /* The pool shut down before the work ran. */
+        r->ok = 0;
+        snprintf(r->msg, sizeof(r->msg), "shutting down");
+    } else if (r->release && r->ok && r->stage == 0) {
+        if (r->d->queue == NULL) {
+            r->ok = 0;
+            snprintf(r->msg, sizeof(r->msg), "%s: no queue", r->id);
+        } else {
+            queue_inject(r->d->queue, r->env, r->prefix, r->prefixlen, r->sp, inject_done, r);
+            return;
+        }
+    }
     if (r->release && r->ok) {
         log_info("%s: released from the quarantine as %s", r->id, r->new_id);
-        if (r->d->queue)
-            queue_mgr_adopt(r->d->queue, r->new_id);
     } else if (!r->release) {
         log_info("quarantine delete: %s", r->msg);
     }
     r->done(r->arg, r->ok, r->msg);
+    struct daemon *d = r->d;
     qreq_free(r);
+    services_idle(&d->svc);
 }
 
 static struct qreq *
@@ -181,11 +234,12 @@ qreq_new(struct daemon *d, char **args, int n, qadmin_done_fn done, void *arg)
     if (r == NULL)
         return NULL;
     r->d = d;
+    r->cfg = services_config_acquire(&d->svc);
     r->done = done;
     r->arg = arg;
     r->args = calloc((size_t)n + 1, sizeof(char *));
     if (r->args == NULL) {
-        free(r);
+        qreq_free(r);
         return NULL;
     }
     for (int i = 0; i < n; i++) {
@@ -209,8 +263,7 @@ qadmin_release(struct daemon *d, const char *id, char **addrs, int n, qadmin_don
     }
     r->release = 1;
     snprintf(r->id, sizeof(r->id), "%s", id);
-    qid_next(r->new_id);
-    if (workq_submit(d->admin_wq, release_work, req_done, r) < 0) {
+    if (wpool_call(d->side_pool, release_work, req_done, r) < 0) {
         qreq_free(r);
         done(arg, 0, "out of memory");
     }
@@ -224,7 +277,7 @@ qadmin_delete(struct daemon *d, char **ids, int n, qadmin_done_fn done, void *ar
         done(arg, 0, "out of memory");
         return;
     }
-    if (workq_submit(d->admin_wq, delete_work, req_done, r) < 0) {
+    if (wpool_call(d->side_pool, delete_work, req_done, r) < 0) {
         qreq_free(r);
         done(arg, 0, "out of memory");
     }

@@ -41,6 +41,7 @@
 #include <netinet/in.h>
 #include <arpa/inet.h>
 
+#include "clock.h"
 #include "log.h"
 #include "relay.h"
 #include "smtp_reply.h"
@@ -121,14 +122,6 @@ static void conn_start_job(struct relay_conn *c);
 static void conn_send_tx(struct relay_conn *c);
 static void conn_free(struct relay_conn *c);
 static void relay_dispatch(struct relay *r);
-
-static double
-now_sec(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 /*
  * Address and settings.
@@ -254,7 +247,7 @@ relay_busy(const struct relay *r)
 static void
 job_finish(struct relay *r, struct relay_job *j)
 {
-    j->t_xfer = now_sec() - j->t_start - j->t_wait - j->t_conn;
+    j->t_xfer = clock_mono() - j->t_start - j->t_wait - j->t_conn;
     if (j->t_xfer < 0)
         j->t_xfer = 0;
     r->nactive--;
@@ -377,7 +370,7 @@ conn_fail(struct relay_conn *c, const char *why, int stale_ok)
                          conn_state_what[c->state], why);
             fail_unfinished(j, text, c->state == C_CONNECTING ? "4.4.1" : "4.4.2");
             if (c->state <= C_HELO)
-                j->t_conn = now_sec() - j->t_start - j->t_wait;
+                j->t_conn = clock_mono() - j->t_start - j->t_wait;
             job_finish(r, j);
         }
     }
@@ -623,7 +616,7 @@ conn_start_job(struct relay_conn *c)
     c->job = j;
     if (c->idle_ev)
         evtimer_del(c->idle_ev);
-    j->t_wait = now_sec() - j->t_start;
+    j->t_wait = clock_mono() - j->t_start;
     j->t_conn = 0; /* a cached connection */
     snprintf(j->relay_name, sizeof(j->relay_name), "%s", r->name);
     conn_send_tx(c);
@@ -882,7 +875,7 @@ conn_ready(struct relay_conn *c)
     }
     if (c->job) {
         /* The job this connection was opened for. */
-        c->job->t_conn = now_sec() - c->t_setup_start;
+        c->job->t_conn = clock_mono() - c->t_setup_start;
         c->state = C_IDLE;
         conn_send_tx(c);
         return;
@@ -944,7 +937,7 @@ refused:
                 set_result(&j->res[i], class_of(rep->code), rep->code, dsn, text);
             }
         note_perm(j, rep);
-        j->t_conn = now_sec() - c->t_setup_start;
+        j->t_conn = clock_mono() - c->t_setup_start;
         c->job = NULL;
         job_finish(c->r, j);
     }
@@ -1080,7 +1073,7 @@ conn_open(struct relay *r)
     r->conns = c;
     r->nconns++;
     c->state = C_CONNECTING;
-    c->t_setup_start = now_sec();
+    c->t_setup_start = clock_mono();
     bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
     bufferevent_setwatermark(c->bev, EV_WRITE, OUT_HIGH / 2, 0);
     struct timeval ct = {r->connect_timeout, 0};
@@ -1093,7 +1086,7 @@ conn_open(struct relay *r)
         r->qtail = NULL;
     r->nwaiting--;
     j->next = NULL;
-    j->t_wait = now_sec() - j->t_start;
+    j->t_wait = clock_mono() - j->t_start;
     snprintf(j->relay_name, sizeof(j->relay_name), "%s", r->name);
     c->job = j;
     c->ntx = 0;
@@ -1137,7 +1130,7 @@ relay_submit(struct relay *r, struct relay_job *job)
 {
     job->next = NULL;
     job->retried = 0;
-    job->t_start = now_sec();
+    job->t_start = clock_mono();
     job->t_wait = job->t_conn = job->t_xfer = 0;
     job->perm_reply[0] = '\0';
     job->ntried = 0;

@@ -34,6 +34,7 @@
 #include "action.h"
 #include "config.h"
 #include "control.h"
+#include "counter.h"
 #include "daemon.h"
 #include "engine.h"
 #include "log.h"
@@ -41,8 +42,9 @@
 #include "msglog.h"
 #include "qstore.h"
 #include "scan_pool.h"
-#include "workq.h"
-#include "queue_mgr.h"
+#include "wpool.h"
+#include "queue.h"
+#include "queue_glue.h"
 #include "relay.h"
 #include "smtpd.h"
 #include "xmalloc.h"
@@ -53,88 +55,17 @@ static int config_explicit;
 static struct event *shutdown_timer, *watchdog_timer;
 static struct event *signal_events[3];
 
-/*
- * Address ranges.
- */
-int
-netmask_parse(const char *s, struct netmask *out)
-{
-    char buf[128];
-    snprintf(buf, sizeof(buf), "%s", s);
-    char *slash = strchr(buf, '/');
-    int bits = -1;
-    if (slash) {
-        *slash = '\0';
-        char *end;
-        long b = strtol(slash + 1, &end, 10);
-        if (*end || b < 0 || b > 128)
-            return -1;
-        bits = (int)b;
-    }
-    memset(out, 0, sizeof(*out));
-    if (inet_pton(AF_INET, buf, out->addr) == 1) {
-        out->family = AF_INET;
-        out->bits = bits < 0 ? 32 : bits;
-        return out->bits <= 32 ? 0 : -1;
-    }
-    if (inet_pton(AF_INET6, buf, out->addr) == 1) {
-        out->family = AF_INET6;
-        out->bits = bits < 0 ? 128 : bits;
-        return 0;
-    }
-    return -1;
-}
-
+/* Derive d->lim and d->xfnets from the configuration; 0 ok, -1 with err. */
 static int
-prefix_match(const unsigned char *a, const unsigned char *b, int bits)
+daemon_apply_config(struct daemon *d, const struct sr_config *c, char *err, size_t errlen)
 {
-    int bytes = bits / 8, rem = bits % 8;
-    if (memcmp(a, b, (size_t)bytes) != 0)
-        return 0;
-    if (rem == 0)
-        return 1;
-    unsigned char m = (unsigned char)(0xff << (8 - rem));
-    return (a[bytes] & m) == (b[bytes] & m);
-}
-
-int
-netmask_match(const struct netmask *nets, size_t n, const struct sockaddr *sa)
-{
-    unsigned char a4[4], a6[16];
-    int have4 = 0, have6 = 0;
-    if (sa->sa_family == AF_INET) {
-        memcpy(a4, &((const struct sockaddr_in *)sa)->sin_addr, 4);
-        have4 = 1;
-    } else if (sa->sa_family == AF_INET6) {
-        memcpy(a6, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
-        have6 = 1;
-        /* IPv4-mapped: match v4 ranges too. */
-        static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-        if (memcmp(a6, mapped, 12) == 0) {
-            memcpy(a4, a6 + 12, 4);
-            have4 = 1;
-        }
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (nets[i].family == AF_INET && have4 && prefix_match(a4, nets[i].addr, nets[i].bits))
-            return 1;
-        if (nets[i].family == AF_INET6 && have6 && prefix_match(a6, nets[i].addr, nets[i].bits))
-            return 1;
-    }
-    return 0;
-}
-
-int
-daemon_apply_config(struct daemon *d, char *err, size_t errlen)
-{
-    struct sr_config *c = d->cfg;
-    struct netmask *nets = calloc(c->nxforward_networks + 1, sizeof(*nets));
+    struct cidr *nets = calloc(c->nxforward_networks + 1, sizeof(*nets));
     if (nets == NULL) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
     for (size_t i = 0; i < c->nxforward_networks; i++) {
-        if (netmask_parse(c->xforward_networks[i], &nets[i]) < 0) {
+        if (cidr_parse(c->xforward_networks[i], &nets[i]) < 0) {
             snprintf(err, errlen, "%s: xforward_networks: bad network '%s'",
                      c->path ? c->path : "(defaults)", c->xforward_networks[i]);
             free(nets);
@@ -214,17 +145,18 @@ accept_error_cb(struct evconnlistener *l, void *arg)
 static void
 open_listeners(struct daemon *d)
 {
-    d->listeners = xcalloc(d->cfg->nlisten, sizeof(*d->listeners));
-    for (size_t i = 0; i < d->cfg->nlisten; i++) {
+    const struct sr_config *c = services_config(&d->svc);
+    d->listeners = xcalloc(c->nlisten, sizeof(*d->listeners));
+    for (size_t i = 0; i < c->nlisten; i++) {
         struct sockaddr_storage ss;
         int len = sizeof(ss);
-        if (evutil_parse_sockaddr_port(d->cfg->listen[i], (struct sockaddr *)&ss, &len) < 0)
-            log_fatalx("listen: bad address '%s' (use IP:PORT)", d->cfg->listen[i]);
+        if (evutil_parse_sockaddr_port(c->listen[i], (struct sockaddr *)&ss, &len) < 0)
+            log_fatalx("listen: bad address '%s' (use IP:PORT)", c->listen[i]);
         struct evconnlistener *l = evconnlistener_new_bind(
             d->base, accept_cb, d, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
             1024, (struct sockaddr *)&ss, len);
         if (l == NULL)
-            log_fatal("cannot listen on %s", d->cfg->listen[i]);
+            log_fatal("cannot listen on %s", c->listen[i]);
         evconnlistener_set_error_cb(l, accept_error_cb);
         d->listeners[d->nlisteners++] = l;
     }
@@ -241,7 +173,8 @@ close_listeners(struct daemon *d)
 /*
  * Reload and shutdown.
  */
-int
+/* Re-read the configuration file (SIGHUP, `scanrelay reload`); 0 ok, -1 kept the old one. */
+static int
 daemon_reload(struct daemon *d, char *msg, size_t msglen)
 {
     char err[1024];
@@ -251,20 +184,18 @@ daemon_reload(struct daemon *d, char *msg, size_t msglen)
         snprintf(msg, msglen, "%s; keeping the old configuration", err);
         return -1;
     }
-    struct sr_config *old = d->cfg;
-    d->cfg = nc;
-    if (daemon_apply_config(d, err, sizeof(err)) < 0 ||
+    struct sr_config *old = services_config(&d->svc);
+    if (daemon_apply_config(d, nc, err, sizeof(err)) < 0 ||
         relay_configure(d->relay, nc->relay, nc->hostname, (int)nc->relay_connections,
                         (int)nc->relay_connect_timeout, (int)nc->relay_timeout,
                         (int)nc->relay_data_timeout, (int)nc->relay_idle_time, err,
                         sizeof(err)) < 0) {
-        d->cfg = old;
         char e2[64];
-        daemon_apply_config(d, e2, sizeof(e2));
+        daemon_apply_config(d, old, e2, sizeof(e2));
         relay_configure(d->relay, old->relay, old->hostname, (int)old->relay_connections,
                         (int)old->relay_connect_timeout, (int)old->relay_timeout,
                         (int)old->relay_data_timeout, (int)old->relay_idle_time, e2, sizeof(e2));
-        config_free(nc);
+        config_unref(nc);
         log_warnx("reload: %s; keeping the old configuration", err);
         snprintf(msg, msglen, "%s; keeping the old configuration", err);
         return -1;
@@ -282,13 +213,12 @@ daemon_reload(struct daemon *d, char *msg, size_t msglen)
         log_warnx("reload: changes of listen, state_directory, queue_directory, "
                   "control_socket, scan.enabled, scan.threads, quarantine and log settings "
                   "take effect after a restart");
-    /* Messages in flight may still read the old configuration. */
-    struct sr_config **nr = realloc(d->retired, (d->nretired + 1) * sizeof(*nr));
-    if (nr) {
-        d->retired = nr;
-        d->retired[d->nretired++] = old;
-    }
-    daemon_release_configs(d);
+    /*
+     * The new one is current; the old one lives on while transactions and
+     * jobs that started with it hold their references.
+     */
+    services_set_config(&d->svc, nc);
+    old = NULL;
     if (d->engines) {
         engine_holder_set_config(d->engines, &nc->virus);
         engine_reload_async(d->engines);
@@ -300,14 +230,10 @@ daemon_reload(struct daemon *d, char *msg, size_t msglen)
     return 0;
 }
 
-void
-daemon_release_configs(struct daemon *d)
+static int
+reload_hook(void *arg, char *msg, size_t msglen)
 {
-    if (d->ntx > 0)
-        return;
-    for (size_t i = 0; i < d->nretired; i++)
-        config_free(d->retired[i]);
-    d->nretired = 0;
+    return daemon_reload(arg, msg, msglen);
 }
 
 /*
@@ -322,7 +248,7 @@ db_check_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     if (engine_check_dir(d->engines) == 1)
         log_info("signature database %s changed: reloading in the background",
-                 d->cfg->virus.database_directory);
+                 services_config(&d->svc)->virus.database_directory);
 }
 
 static void
@@ -343,7 +269,7 @@ static void
 open_stores(struct daemon *d)
 {
     char err[1024];
-    struct sr_config *c = d->cfg;
+    struct sr_config *c = services_config(&d->svc);
     d->qstore = qstore_open(c->state_directory, 0, err, sizeof(err));
     if (d->qstore == NULL)
         log_fatalx("quarantine: %s", err);
@@ -362,21 +288,22 @@ open_stores(struct daemon *d)
         if (d->msglog == NULL)
             log_fatalx("message log: %s", err);
     }
-    d->admin_wq = workq_new(d->base, 1);
-    if (d->admin_wq == NULL)
-        log_fatalx("cannot start the admin worker");
+    d->side_pool = wpool_new(d->base, "sr-work", 2, 0, err, sizeof(err));
+    if (d->side_pool == NULL)
+        log_fatalx("%s", err);
 }
 
 static void
 start_scanning(struct daemon *d)
 {
     char err[1024];
-    struct sr_config *c = d->cfg;
+    struct sr_config *c = services_config(&d->svc);
     d->engines = engine_holder_new(&c->virus, err, sizeof(err));
     if (d->engines == NULL)
         log_fatalx("cannot load the signature databases: %s", err);
     /* The engine logs reloads and their failures itself. */
-    d->scan_pool = scan_pool_new(d->base, d->engines, c, (int)c->scan.threads,
+    /* No pool-wide configuration: every job carries its transaction's reference. */
+    d->scan_pool = scan_pool_new(d->base, d->engines, NULL, (int)c->scan.threads,
                                  (int)c->scan.max_pending, err, sizeof(err));
     if (d->scan_pool == NULL)
         log_fatalx("cannot start the scan threads: %s", err);
@@ -397,14 +324,21 @@ start_scanning(struct daemon *d)
     }
 }
 
-void
+/* Something finished: during a shutdown, exit once nothing is left. */
+static void
 daemon_check_exit(struct daemon *d)
 {
     if (d->shutting_down && d->nsessions == 0 && d->ntx == 0 &&
         (d->relay == NULL || relay_busy(d->relay) == 0) &&
-        (d->queue == NULL || queue_mgr_busy(d->queue) == 0) &&
-        (d->admin_wq == NULL || workq_pending(d->admin_wq) == 0))
+        (d->queue == NULL || queue_busy(d->queue) == 0) &&
+        wpool_pending(d->side_pool) == 0)
         event_base_loopexit(d->base, NULL);
+}
+
+static void
+idle_hook(void *arg)
+{
+    daemon_check_exit(arg);
 }
 
 static void
@@ -440,10 +374,26 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
     control_close();
     smtpd_shutdown_all(d);
     relay_close_idle(d->relay);
-    struct timeval tv = {d->cfg->shutdown_timeout, 0};
+    struct timeval tv = {services_config(&d->svc)->shutdown_timeout, 0};
     shutdown_timer = evtimer_new(d->base, shutdown_timeout_cb, d);
     evtimer_add(shutdown_timer, &tv);
     daemon_check_exit(d);
+}
+
+/* The message counters (`scanrelay status` prints them in this order). */
+static void
+register_counters(struct daemon *d)
+{
+    d->counters = counter_reg_new();
+    d->cnt.received = counter_new(d->counters, "received", "messages received from the upstream");
+    d->cnt.relayed = counter_new(d->counters, "relayed", "messages accepted by the downstream");
+    d->cnt.rejected = counter_new(d->counters, "rejected", "messages refused with a 5xx");
+    d->cnt.deferred = counter_new(d->counters, "deferred",
+                                  "messages answered 4xx or taken into the deferred queue");
+    d->cnt.bounced = counter_new(d->counters, "bounced",
+                                 "messages with recipients refused permanently downstream");
+    d->cnt.quarantined = counter_new(d->counters, "quarantined", "messages quarantined");
+    d->cnt.discarded = counter_new(d->counters, "discarded", "messages discarded");
 }
 
 /* mkdir -p for a folder we own. */
@@ -519,61 +469,63 @@ main(int argc, char **argv)
      * Configuration.
      */
     sr_action_register();
-    d->cfg = config_load(config_path, config_explicit, err, sizeof(err));
-    if (d->cfg == NULL) {
+    struct sr_config *cfg = config_load(config_path, config_explicit, err, sizeof(err));
+    if (cfg == NULL) {
         fprintf(stderr, "scanrelayd: %s\n", err);
         return 1;
     }
-    if (daemon_apply_config(d, err, sizeof(err)) < 0) {
+    services_init(&d->svc, idle_hook, reload_hook, d);
+    services_set_config(&d->svc, cfg); /* cfg: valid until the loop runs (a reload replaces it) */
+    if (daemon_apply_config(d, cfg, err, sizeof(err)) < 0) {
         fprintf(stderr, "scanrelayd: %s\n", err);
         return 1;
     }
     {
         struct sockaddr_storage ss;
         int len = sizeof(ss);
-        for (size_t i = 0; i < d->cfg->nlisten; i++)
-            if (evutil_parse_sockaddr_port(d->cfg->listen[i], (struct sockaddr *)&ss, &len) < 0) {
+        for (size_t i = 0; i < cfg->nlisten; i++)
+            if (evutil_parse_sockaddr_port(cfg->listen[i], (struct sockaddr *)&ss, &len) < 0) {
                 fprintf(stderr, "scanrelayd: %s: listen: bad address '%s' (use IP:PORT)\n",
-                        d->cfg->path ? d->cfg->path : "(defaults)", d->cfg->listen[i]);
+                        cfg->path ? cfg->path : "(defaults)", cfg->listen[i]);
                 return 1;
             }
     }
     if (test) {
         struct event_base *b = event_base_new();
-        struct relay *r = relay_new(b, d->cfg->relay, "check", 1, 1, 1, 1, 1, err, sizeof(err));
+        struct relay *r = relay_new(b, cfg->relay, "check", 1, 1, 1, 1, 1, err, sizeof(err));
         if (r == NULL) {
-            fprintf(stderr, "scanrelayd: %s: %s\n", d->cfg->path ? d->cfg->path : "(defaults)",
+            fprintf(stderr, "scanrelayd: %s: %s\n", cfg->path ? cfg->path : "(defaults)",
                     err);
             return 1;
         }
         relay_free(r);
         event_base_free(b);
-        if (d->cfg->scan.enabled) {
+        if (cfg->scan.enabled) {
             log_init("scanrelayd", 1);
-            engine_fallback_database(&d->cfg->virus, d->cfg->path != NULL,
+            engine_fallback_database(&cfg->virus, cfg->path != NULL,
                                  SCANRELAY_SOURCE_DIR "/share/signatures");
             struct engine_holder *h = NULL;
             if (engine_global_init(err, sizeof(err)) < 0 ||
-                (h = engine_holder_new(&d->cfg->virus, err, sizeof(err))) == NULL) {
+                (h = engine_holder_new(&cfg->virus, err, sizeof(err))) == NULL) {
                 fprintf(stderr, "scanrelayd: %s: signature databases: %s\n",
-                        d->cfg->path ? d->cfg->path : "(defaults)", err);
+                        cfg->path ? cfg->path : "(defaults)", err);
                 return 1;
             }
             struct sr_engine *e = engine_holder_get(h);
             printf("scanrelayd: %u signatures loaded from %s\n", engine_signatures(e),
-                   d->cfg->virus.database_directory);
+                   cfg->virus.database_directory);
             engine_unref(e);
             engine_holder_free(h);
         }
         printf("scanrelayd: configuration %s is ok\n",
-               d->cfg->path ? d->cfg->path : "(built-in defaults)");
-        config_free(d->cfg);
+               cfg->path ? cfg->path : "(built-in defaults)");
+        services_set_config(&d->svc, NULL);
         free(d->xfnets);
         return 0;
     }
 
     log_init("scanrelayd", foreground || getenv("INVOCATION_ID") != NULL);
-    log_set_debug(debug || d->cfg->debug);
+    log_set_debug(debug || cfg->debug);
     signal(SIGPIPE, SIG_IGN);
     umask(027);
 
@@ -584,31 +536,31 @@ main(int argc, char **argv)
         setrlimit(RLIMIT_NOFILE, &rl);
     }
 
-    if (make_dir(d->cfg->state_directory, 0750) < 0)
-        log_fatal("cannot create state_directory %s", d->cfg->state_directory);
-    if (make_dir(d->cfg->queue_directory, 0750) < 0)
-        log_fatal("cannot create queue_directory %s", d->cfg->queue_directory);
+    if (make_dir(cfg->state_directory, 0750) < 0)
+        log_fatal("cannot create state_directory %s", cfg->state_directory);
+    if (make_dir(cfg->queue_directory, 0750) < 0)
+        log_fatal("cannot create queue_directory %s", cfg->queue_directory);
 
     /* Without -f: detach (under systemd, the unit passes -f). */
     if (!foreground && getenv("INVOCATION_ID") == NULL && daemon(0, 0) < 0)
         log_fatal("cannot detach from the terminal");
 
+    register_counters(d);
     evthread_use_pthreads();
     d->base = event_base_new();
     if (d->base == NULL)
         log_fatalx("cannot create the event loop");
-    d->relay = relay_new(d->base, d->cfg->relay, d->cfg->hostname, (int)d->cfg->relay_connections,
-                         (int)d->cfg->relay_connect_timeout, (int)d->cfg->relay_timeout,
-                         (int)d->cfg->relay_data_timeout, (int)d->cfg->relay_idle_time, err,
+    d->relay = relay_new(d->base, cfg->relay, cfg->hostname, (int)cfg->relay_connections,
+                         (int)cfg->relay_connect_timeout, (int)cfg->relay_timeout,
+                         (int)cfg->relay_data_timeout, (int)cfg->relay_idle_time, err,
                          sizeof(err));
     if (d->relay == NULL)
         log_fatalx("%s", err);
-    d->queue = queue_mgr_new(d, err, sizeof(err));
-    if (d->queue == NULL)
+    if (queue_glue_open(d, err, sizeof(err)) < 0)
         log_fatalx("%s", err);
     open_stores(d);
-    if (d->cfg->scan.enabled) {
-        engine_fallback_database(&d->cfg->virus, d->cfg->path != NULL,
+    if (cfg->scan.enabled) {
+        engine_fallback_database(&cfg->virus, cfg->path != NULL,
                                  SCANRELAY_SOURCE_DIR "/share/signatures");
         mime_global_init();
         if (engine_global_init(err, sizeof(err)) < 0)
@@ -636,38 +588,42 @@ main(int argc, char **argv)
     }
 
     char lst[512] = "";
-    for (size_t i = 0; i < d->cfg->nlisten; i++)
+    for (size_t i = 0; i < cfg->nlisten; i++)
         snprintf(lst + strlen(lst), sizeof(lst) - strlen(lst), "%s%s", i ? " " : "",
-                 d->cfg->listen[i]);
+                 cfg->listen[i]);
     log_info("daemon started -- version %s, configuration %s, listening on %s, relay %s",
-             SCANRELAY_VERSION, d->cfg->path ? d->cfg->path : "(built-in defaults)", lst,
-             d->cfg->relay);
+             SCANRELAY_VERSION, cfg->path ? cfg->path : "(built-in defaults)", lst,
+             cfg->relay);
     sd_notify_msg("READY=1");
 
+    int scanning = cfg->scan.enabled;
+    cfg = NULL; /* from here on, a reload may free it */
     event_base_dispatch(d->base);
 
     /*
      * Tear down.
      */
     log_info("stopped: %llu received, %llu relayed, %llu rejected, %llu deferred",
-             (unsigned long long)d->stat_received, (unsigned long long)d->stat_relayed,
-             (unsigned long long)d->stat_rejected, (unsigned long long)d->stat_deferred);
+             (unsigned long long)counter_value(d->cnt.received),
+             (unsigned long long)counter_value(d->cnt.relayed),
+             (unsigned long long)counter_value(d->cnt.rejected),
+             (unsigned long long)counter_value(d->cnt.deferred));
     control_close();
     if (d->scan_pool)
         scan_pool_free(d->scan_pool);
+    wpool_free(d->side_pool); /* after the scans: a finished scan may start side work */
     if (d->engines)
         engine_holder_free(d->engines);
     struct event *evs[] = {d->db_check_ev, d->db_watch_ev, d->db_settle_ev};
     for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
         if (evs[i])
             event_free(evs[i]);
-    workq_free(d->admin_wq);
     if (d->msglog)
         msglog_close(d->msglog);
     qstore_close(d->qstore);
-    if (d->cfg->scan.enabled)
+    if (scanning)
         mime_global_shutdown();
-    queue_mgr_free(d->queue);
+    queue_glue_close(d);
     relay_free(d->relay);
     if (shutdown_timer)
         event_free(shutdown_timer);
@@ -678,9 +634,8 @@ main(int argc, char **argv)
             event_free(signal_events[i]);
     free(d->xfnets);
     free(d->listeners);
-    daemon_release_configs(d);
-    free(d->retired);
-    config_free(d->cfg);
+    counter_reg_free(d->counters);
+    services_set_config(&d->svc, NULL);
     event_base_free(d->base);
     return 0;
 }

@@ -37,6 +37,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include "clock.h"
 #include "daemon.h"
 #include "log.h"
 #include "pipeline.h"
@@ -88,13 +89,13 @@ static int
 ops_data_begin(void *arg)
 {
     struct smtpd_session *s = arg;
-    struct daemon *d = s->d;
+    const struct sr_config *cfg = services_config(&s->d->svc);
 
-    s->body = spool_new((size_t)d->cfg->body_memory_limit, d->cfg->state_directory);
+    s->body = spool_new((size_t)cfg->body_memory_limit, cfg->state_directory);
     if (s->body == NULL)
         return -1;
     qid_next(s->qid);
-    s->t_begin = pipeline_now();
+    s->t_begin = clock_mono();
     return 0;
 }
 
@@ -234,9 +235,9 @@ read_cb(struct bufferevent *bev, void *arg)
 static void
 deadline_update(struct smtpd_session *s)
 {
-    const struct sr_config *c = s->d->cfg;
+    const struct sr_config *c = services_config(&s->d->svc);
     enum smtpd_state st = s->proto.state;
-    double now = pipeline_now(), until;
+    double now = clock_mono(), until;
 
     if (s->proto.ncommands != s->seen_ncommands || st != s->seen_state) {
         if (st == SMTPD_S_DATA && s->seen_state != SMTPD_S_DATA)
@@ -264,7 +265,7 @@ deadline_update(struct smtpd_session *s)
 static void
 session_timeout(struct smtpd_session *s)
 {
-    struct timeval tv = {s->d->cfg->smtpd_timeout, 0};
+    struct timeval tv = {services_config(&s->d->svc)->smtpd_timeout, 0};
 
     s->in_callback++;
     smtpd_proto_shutdown(&s->proto, "421 4.4.2 Error: timeout exceeded");
@@ -287,13 +288,13 @@ deadline_cb(evutil_socket_t fd, short what, void *arg)
     if (st == SMTPD_S_DATA)
         log_info("deadline exceeded in DATA from %s (%lld bytes in %.0fs; "
                  "smtpd_min_data_rate = %lld)",
-                 s->addr, (long long)s->proto.data_size, pipeline_now() - s->data_start,
-                 (long long)s->d->cfg->smtpd_min_data_rate);
+                 s->addr, (long long)s->proto.data_size, clock_mono() - s->data_start,
+                 (long long)services_config(&s->d->svc)->smtpd_min_data_rate);
     else
         log_info("deadline exceeded in a command from %s (%zu bytes of it in %.0fs; "
                  "smtpd_command_deadline = %llds)",
-                 s->addr, s->proto.linelen, pipeline_now() - s->cmd_start,
-                 (long long)s->d->cfg->smtpd_command_deadline);
+                 s->addr, s->proto.linelen, clock_mono() - s->cmd_start,
+                 (long long)services_config(&s->d->svc)->smtpd_command_deadline);
     session_timeout(s);
 }
 
@@ -358,7 +359,7 @@ session_free(struct smtpd_session *s)
         s->next->prev = s->prev;
     d->nsessions--;
     free(s);
-    daemon_check_exit(d);
+    services_idle(&d->svc);
 }
 
 /* Refuse a connection with one line and close. */
@@ -396,7 +397,7 @@ busy_cb(evutil_socket_t fd, short what, void *arg)
     }
     log_warnx("too many connections (max_connections = %lld): %ld more client(s) refused "
               "in the last second",
-              (long long)busy.d->cfg->max_connections, busy.refused);
+              (long long)services_config(&busy.d->svc)->max_connections, busy.refused);
     busy.refused = 0;
     evtimer_add(&busy.ev, &one);
 }
@@ -413,7 +414,7 @@ busy_refused(struct daemon *d)
     }
     log_warnx("too many connections (max_connections = %lld), refusing a client "
               "(further refusals are counted once a second)",
-              (long long)d->cfg->max_connections);
+              (long long)services_config(&d->svc)->max_connections);
     if (!busy.assigned) {
         evtimer_assign(&busy.ev, d->base, busy_cb, NULL);
         busy.assigned = 1;
@@ -433,7 +434,7 @@ smtpd_accept(struct daemon *d, int fd, const struct sockaddr *sa, int salen)
         refuse(fd, "421 4.3.2 Service shutting down\r\n");
         return;
     }
-    if (d->nsessions >= d->cfg->max_connections) {
+    if (d->nsessions >= services_config(&d->svc)->max_connections) {
         busy_refused(d);
         refuse(fd, "421 4.3.2 Service busy: too many connections, try again later\r\n");
         return;
@@ -470,7 +471,7 @@ smtpd_accept(struct daemon *d, int fd, const struct sockaddr *sa, int salen)
         free(s);
         return;
     }
-    s->proto.xforward_allowed = netmask_match(d->xfnets, d->nxfnets, sa);
+    s->proto.xforward_allowed = cidr_match(d->xfnets, d->nxfnets, sa);
 
     s->next = d->sessions;
     if (d->sessions)
@@ -480,12 +481,12 @@ smtpd_accept(struct daemon *d, int fd, const struct sockaddr *sa, int salen)
 
     bufferevent_setcb(s->bev, read_cb, write_cb, event_cb, s);
     bufferevent_setwatermark(s->bev, EV_READ, 0, INPUT_HIGH);
-    struct timeval tv = {d->cfg->smtpd_timeout, 0};
+    struct timeval tv = {services_config(&d->svc)->smtpd_timeout, 0};
     bufferevent_set_timeouts(s->bev, &tv, &tv);
     bufferevent_enable(s->bev, EV_READ | EV_WRITE);
     smtpd_proto_greet(&s->proto);
     s->seen_state = s->proto.state;
-    s->cmd_start = pipeline_now();
+    s->cmd_start = clock_mono();
     deadline_update(s);
 }
 

@@ -5,7 +5,7 @@
  * folding of searchable text.
  *
  * Public calls: qdb_open, qdb_exec, qdb_prepare, qdb_shrink,
- * qglob_has_meta, qdb_text, qdb_bind_text, qjoin, qsplit, qdb_now_us.
+ * qglob_has_meta, qdb_text, qdb_bind_text, qjoin, qsplit.
  *
  * Folding. Keys and patterns go through the same function, textfold()
  * of lib/textfold.h (NFKC, then Unicode case folding), so a glob compares
@@ -200,14 +200,6 @@ qsplit(const char *s, char sep, char ***out, size_t *n)
     *out = v;
     *n = cnt;
     return 0;
-}
-
-int64_t
-qdb_now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 long

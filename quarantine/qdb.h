@@ -55,7 +55,4 @@ char *qjoin(const char *const *v, size_t n, char sep);
    allocation (free(*out) frees all). -1 when out of memory. */
 int qsplit(const char *s, char sep, char ***out, size_t *n);
 
-/* Microseconds of the monotonic clock. */
-int64_t qdb_now_us(void);
-
 #endif

@@ -10,7 +10,8 @@
  * qstore_delete, qstore_purge, qstore_purger_start/stop, qstore_usage.
  *
  * Durability. A put writes the file under a temporary name (".ID.tmp"),
- * fsyncs it, renames it into place, fsyncs the folder, and only then
+ * fsyncs it, renames it into place, fsyncs the folder (lib/safefile.c's
+ * safe_write, the queue's too), and only then
  * inserts the row: a crash leaves at worst a file without a row, which
  * qstore_check removes (the message was never acknowledged as stored).
  * The purge deletes rows first (committed), then unlinks the files: a
@@ -57,6 +58,7 @@
 #include "qdb.h"
 #include "textfold.h"
 #include "qstore.h"
+#include "safefile.h"
 #include "spool.h"
 
 #define IO_CHUNK (64 * 1024)
@@ -237,19 +239,6 @@ static void
 msg_path(const struct qstore *qs, long day, const char *id, char *buf, size_t len)
 {
     snprintf(buf, len, "%s/%08ld/%s.gz", qs->root, day, id);
-}
-
-static int
-fsync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    int rc = fsync(fd);
-    int e = errno;
-    close(fd);
-    errno = e;
-    return rc;
 }
 
 static void
@@ -529,14 +518,30 @@ gen_id(struct qstore *qs, char *id)
     snprintf(id, QSTORE_ID_MAX, "%014llX", (unsigned long long)now);
 }
 
-/* The file stage of a put: compressed, synced, renamed into place. */
+/* What safe_write puts in a quarantine file: the message, gzip'd; its sizes. */
+struct qs_fill {
+    struct qstore *qs;
+    const struct qsource *src;
+    int64_t *raw;
+    struct stat sb;
+};
+
+static int
+qs_fill(int fd, void *arg)
+{
+    struct qs_fill *f = arg;
+    if (gzip_to_fd(f->qs, f->src, fd, f->raw) < 0 || fstat(fd, &f->sb) < 0)
+        return -1;
+    return 0;
+}
+
+/* The file stage of a put: compressed, synced, renamed into place (lib/safefile). */
 static int
 stage_file(struct qstore *qs, const struct qmeta *m, const struct qsource *src, struct staged *sg)
 {
     char dir[PATH_MAX], tmp[PATH_MAX], fin[PATH_MAX];
-    int fd = -1, e;
-    struct stat sb;
-    int sync = !(qs->flags & QSTORE_NOSYNC);
+    int e;
+    struct qs_fill f = {.qs = qs, .src = src, .raw = &sg->size};
 
     memset(sg, 0, sizeof(*sg));
     if (m->id[0] == '\0')
@@ -571,41 +576,16 @@ stage_file(struct qstore *qs, const struct qmeta *m, const struct qsource *src, 
     }
     msg_path(qs, sg->day, sg->id, fin, sizeof(fin));
 
-    /* The purge may remove an empty day folder between mkdir and open: retry once. */
-    for (int tries = 0; tries < 2; tries++) {
-        if (mkdir(dir, 0750) < 0 && errno != EEXIST)
-            break;
-        fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-        if (fd >= 0 || errno != ENOENT)
-            break;
-    }
-    if (fd < 0) {
-        e = errno;
-        log_warn("%s: quarantine: cannot create %s", sg->id, tmp);
-        goto fail_noclose;
-    }
-    if (gzip_to_fd(qs, src, fd, &sg->size) < 0 || (sync && fsync(fd) < 0) || fstat(fd, &sb) < 0) {
-        e = errno;
-        log_warn("%s: quarantine: cannot write %s", sg->id, tmp);
-        close(fd);
-        unlink(tmp);
-        goto fail_noclose;
-    }
-    if (close(fd) < 0 || rename(tmp, fin) < 0) {
+    /* SAFE_MKDIR: the purge may remove an empty day folder between mkdir and open. */
+    if (safe_write(tmp, fin, dir, 0640, SAFE_MKDIR | ((qs->flags & QSTORE_NOSYNC) ? SAFE_NOSYNC : 0),
+                   qs_fill, &f) < 0) {
         e = errno;
         log_warn("%s: quarantine: cannot store %s", sg->id, fin);
-        unlink(tmp);
-        goto fail_noclose;
-    }
-    if (sync && fsync_dir(dir) < 0) {
-        e = errno;
-        log_warn("%s: quarantine: cannot sync %s", sg->id, dir);
-        unlink(fin);
         goto fail_noclose;
     }
     if (m->size > 0)
         sg->size = m->size;
-    sg->stored = (int64_t)sb.st_size;
+    sg->stored = (int64_t)f.sb.st_size;
     sg->have_file = 1;
     return 0;
 

@@ -58,8 +58,9 @@
  * is any record out of place, unknown or malformed.
  *
  * Durability: create writes tmp/ID (O_EXCL), fsyncs, closes, renames to
- * deferred/ID without replacing anything, and fsyncs deferred/; on any
- * failure the file is removed and errno is kept. set_rcpt with durable
+ * deferred/ID without replacing anything, and fsyncs deferred/ (the one
+ * crash-safe write, lib/safefile.c); on any failure the file is removed
+ * and errno is kept. set_rcpt with durable
  * fdatasyncs (a recipient marked done before the file is removed). Hold and
  * release fsync both folders. Remove does not fsync: a file that comes back
  * after a crash has its done recipients marked and is merely cleaned up.
@@ -84,6 +85,7 @@
 
 #include "fileio.h"
 #include "queue_file.h"
+#include "safefile.h"
 #include "spool.h"
 
 #define QF_MAGIC "scanrelay-queue 1"
@@ -196,44 +198,6 @@ pwrite_full(int fd, const void *buf, size_t n, off_t off)
         p += w;
         off += w;
         n -= (size_t)w;
-    }
-    return 0;
-}
-
-/* fsync a directory so a rename or create in it survives a crash. */
-static int
-fsync_dir(const char *path)
-{
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    if (fsync(fd) < 0) {
-        int e = errno;
-        close(fd);
-        errno = e;
-        return -1;
-    }
-    return close(fd);
-}
-
-/* rename() that refuses to replace an existing target (EEXIST). */
-static int
-rename_noreplace(const char *from, const char *to)
-{
-#ifdef RENAME_NOREPLACE
-    if (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0)
-        return 0;
-    if (errno != EINVAL && errno != ENOSYS)
-        return -1;
-#endif
-    /* File systems without RENAME_NOREPLACE: link() refuses to replace. */
-    if (link(from, to) < 0)
-        return -1;
-    if (unlink(from) < 0) {
-        int e = errno;
-        unlink(to);
-        errno = e;
-        return -1;
     }
     return 0;
 }
@@ -443,6 +407,27 @@ build_header(struct qf_buf *b, const struct envelope *env, off_t content_size)
     return 0;
 }
 
+/* What safe_write puts in a new queue file: envelope header, prefix, body. */
+struct qf_fill {
+    const struct qf_buf *hb;
+    const char *prefix;
+    size_t prefixlen;
+    struct spool *body;
+};
+
+static int
+qf_fill(int fd, void *arg)
+{
+    const struct qf_fill *f = arg;
+    if (write_full(fd, f->hb->p, f->hb->len) < 0)
+        return -1;
+    if (f->prefixlen > 0 && write_full(fd, f->prefix, f->prefixlen) < 0)
+        return -1;
+    if (f->body && spool_copy_to_fd(f->body, fd) < 0)
+        return -1;
+    return 0;
+}
+
 int
 queue_file_create(const char *qdir, const char *id, const struct envelope *env, const char *prefix,
                   size_t prefixlen, struct spool *body, int64_t min_free)
@@ -450,7 +435,7 @@ queue_file_create(const char *qdir, const char *id, const struct envelope *env, 
     char tmppath[PATH_MAX], path[PATH_MAX], ddir[PATH_MAX];
     struct qf_buf hb = {0};
     struct statvfs vfs;
-    int fd = -1, renamed = 0, e;
+    int e;
 
     /*
      * Sanity checks.
@@ -489,42 +474,12 @@ queue_file_create(const char *qdir, const char *id, const struct envelope *env, 
     /*
      * Write, sync, close, rename into place, sync the folder.
      */
-    fd = open(tmppath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        e = errno;
-        free(hb.p);
-        errno = e;
-        return -1; /* nothing of ours to remove */
-    }
-    if (write_full(fd, hb.p, hb.len) < 0)
-        goto fail;
-    if (prefixlen > 0 && write_full(fd, prefix, prefixlen) < 0)
-        goto fail;
-    if (body && spool_copy_to_fd(body, fd) < 0)
-        goto fail;
-    if (fsync(fd) < 0)
-        goto fail;
-    if (close(fd) < 0) {
-        fd = -1;
-        goto fail;
-    }
-    fd = -1;
-    if (rename_noreplace(tmppath, path) < 0)
-        goto fail;
-    renamed = 1;
-    if (fsync_dir(ddir) < 0)
-        goto fail;
-    free(hb.p);
-    return 0;
-
-fail:
+    struct qf_fill f = {&hb, prefix, prefixlen, body};
+    int rc = safe_write(tmppath, path, ddir, 0600, SAFE_EXCL | SAFE_NOREPLACE, qf_fill, &f);
     e = errno;
-    if (fd >= 0)
-        close(fd);
-    unlink(renamed ? path : tmppath);
     free(hb.p);
     errno = e;
-    return -1;
+    return rc;
 }
 
 /*
@@ -1028,6 +983,43 @@ int
 queue_file_release(const char *qdir, const char *id)
 {
     return queue_file_move(qdir, id, QUEUE_HOLD, QUEUE_DEFERRED);
+}
+
+int
+queue_file_move_batch(const char *qdir, const char *const *ids, size_t n, enum queue_where from,
+                      enum queue_where to, int *errs)
+{
+    char src[PATH_MAX], dst[PATH_MAX], sdir[PATH_MAX], ddir[PATH_MAX];
+    int moved = 0;
+
+    if (qf_path(sdir, sizeof(sdir), qdir, qf_where_dir[from], NULL) < 0 ||
+        qf_path(ddir, sizeof(ddir), qdir, qf_where_dir[to], NULL) < 0) {
+        for (size_t i = 0; i < n; i++)
+            errs[i] = errno;
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        errs[i] = 0;
+        if (!qid_valid(ids[i]))
+            errs[i] = EINVAL;
+        else if (qf_path(src, sizeof(src), qdir, qf_where_dir[from], ids[i]) < 0 ||
+                 qf_path(dst, sizeof(dst), qdir, qf_where_dir[to], ids[i]) < 0 ||
+                 rename_noreplace(src, dst) < 0)
+            errs[i] = errno ? errno : EIO;
+        else
+            moved++;
+    }
+    if (moved == 0)
+        return 0;
+    /* One sync of each folder covers every rename above. */
+    if (fsync_dir(ddir) < 0 || fsync_dir(sdir) < 0) {
+        int e = errno;
+        for (size_t i = 0; i < n; i++)
+            if (errs[i] == 0)
+                errs[i] = e;
+        return -1;
+    }
+    return moved;
 }
 
 int

@@ -76,6 +76,15 @@ int queue_file_remove(const char *qdir, const char *id);
 int queue_file_hold(const char *qdir, const char *id);
 int queue_file_release(const char *qdir, const char *id);
 
+/*
+ * Move many IDs from one folder to the other: every rename, then one fsync
+ * of each folder. errs[i] is 0 or the errno of ids[i] (a failed folder sync
+ * fails every moved one, which stays moved). Blocking. Returns how many
+ * were moved, -1 when the folder sync failed.
+ */
+int queue_file_move_batch(const char *qdir, const char *const *ids, size_t n,
+                          enum queue_where from, enum queue_where to, int *errs);
+
 /* Call cb for every complete queue file ID in deferred/ and hold/. Returns count or -1. */
 int queue_dir_scan(const char *qdir, void (*cb)(void *arg, const char *id, enum queue_where w),
                    void *arg);

@@ -49,6 +49,7 @@
 #include <unistd.h>
 
 #include "action.h"
+#include "clock.h"
 #include "engine.h"
 #include "log.h"
 #include "mime.h"
@@ -73,7 +74,7 @@ struct state {
     const struct sr_config *cfg;
     struct scan_result *res;
     struct arch_budget budget;
-    struct timespec deadline;
+    double deadline; /* clock_mono() */
     int has_deadline;
     int timed_out;      /* a "scan timeout" finding was added */
     int oom;
@@ -478,13 +479,7 @@ clam_scan(struct state *st, const void *data, size_t len, const char *name)
 static int
 past_deadline(struct state *st)
 {
-    struct timespec now;
-
-    if (!st->has_deadline)
-        return 0;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return now.tv_sec > st->deadline.tv_sec ||
-           (now.tv_sec == st->deadline.tv_sec && now.tv_nsec >= st->deadline.tv_nsec);
+    return st->has_deadline && clock_mono() >= st->deadline;
 }
 
 /* mime_walk callback: one decoded leaf part. */
@@ -856,13 +851,6 @@ run_checkers(struct state *st, const struct scan_opts *opts, const char *msg, si
     }
 }
 
-static double
-since(const struct timespec *t0)
-{
-    struct timespec t1;
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
-}
 
 /* Fresh result and state. */
 static void
@@ -917,18 +905,17 @@ scan_message_opts(struct sr_engine *e, const struct sr_config *cfg, const char *
     const struct sr_config_scan *sc = &cfg->scan;
     struct state st;
     struct mime_msg *m;
-    struct timespec t0;
+    double t0;
     char err[256];
 
     /*
      * Initialize.
      */
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    t0 = clock_mono();
     state_init(&st, e, cfg, res);
     if (sc->timeout > 0) {
         st.has_deadline = 1;
-        st.deadline = t0;
-        st.deadline.tv_sec += sc->timeout;
+        st.deadline = t0 + (double)sc->timeout;
     }
 
     /*
@@ -984,7 +971,7 @@ scan_message_opts(struct sr_engine *e, const struct sr_config *cfg, const char *
         error_finding(&st, "scan", "out of memory", "message");
     }
     conclude(&st, opts);
-    res->elapsed = since(&t0);
+    res->elapsed = clock_mono() - t0;
     if (st.oom) {
         /* Whatever was built, the verdict must not let the message pass unchecked. */
         if (res->kind == SCAN_CLEAN)

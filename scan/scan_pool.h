@@ -1,11 +1,11 @@
-/* scan_pool.h - a fixed pool of scan threads feeding results to the event loop (see scan_pool.c).
- */
+/* scan_pool.h - the scan threads: a wpool instance whose jobs hold an engine reference (see scan_pool.c). */
 #ifndef SR_SCAN_POOL_H
 #define SR_SCAN_POOL_H
 
 #include <stddef.h>
 
 #include "scan.h"
+#include "wpool.h"
 
 struct event_base;
 struct engine_holder;
@@ -46,17 +46,19 @@ struct scan_job {
     double run_time;           /* seconds scanning */
 
     /* Private. */
+    struct wpool_job wj_;
+    struct scan_pool *pool_;
     scan_done_fn done_;
     void *done_arg_;
-    struct scan_job *next_;
-    double t_submit_;
 };
 
 /*
  * nthreads 0: one per core. max_pending: jobs waiting for a thread before
  * submit refuses (0: unbounded). holder: the engine each job takes a
  * reference to when it starts (NULL only if every job has work set).
- * Returns NULL with err.
+ * cfg: the configuration of jobs whose cfg is NULL (NULL: every job
+ * carries its own, as the daemon's do: a reload may free any other).
+ * Threads are named "sr-scan". Returns NULL with err.
  */
 struct scan_pool *scan_pool_new(struct event_base *base, struct engine_holder *holder,
                                 const struct sr_config *cfg, int nthreads, int max_pending,

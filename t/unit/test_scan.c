@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "config.h"
 #include "engine.h"
 #include "log.h"
@@ -83,9 +84,7 @@ slurp(const char *name, size_t *len)
 static double
 now(void)
 {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+    return clock_mono();
 }
 
 static const struct scan_finding *
