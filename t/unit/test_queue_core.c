@@ -32,6 +32,7 @@
 
 #include <event2/event.h>
 
+#include "action.h"
 #include "config.h"
 #include "envelope.h"
 #include "qid.h"
@@ -509,5 +510,6 @@ main(void)
         cmocka_unit_test_setup_teardown(test_ids, setup, teardown),
         cmocka_unit_test_setup_teardown(test_inject, setup, teardown),
     };
+    sr_action_register();
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
