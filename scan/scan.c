@@ -560,7 +560,7 @@ part_cb(void *arg, const struct mime_part_info *pi)
             bomb = 1;
     st->part_lied = 0;
     st->part_partial = 0;
-    if (!bomb) {
+    if (!bomb && !past_deadline(st)) {
         /*
          * The same bytes found clean by this engine before (the engine's
          * cache) are not scanned again: as with libclamav's own cache of
@@ -916,6 +916,7 @@ scan_message_opts(struct sr_engine *e, const struct sr_config *cfg, const char *
     if (sc->timeout > 0) {
         st.has_deadline = 1;
         st.deadline = t0 + (double)sc->timeout;
+        st.budget.deadline = st.deadline; /* the archive walk stops there too */
     }
 
     /*

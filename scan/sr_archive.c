@@ -65,6 +65,7 @@
 #define ZLIB_CONST
 #include <zlib.h>
 
+#include "clock.h"
 #include "sr_archive.h"
 
 #define CHUNK (64 * 1024)
@@ -447,6 +448,11 @@ count(struct level *lv, size_t n)
     lv->entry_bytes += (int64_t)n;
     lv->out += (int64_t)n;
     b->total += (int64_t)n;
+    if (b->deadline > 0 && clock_mono() >= b->deadline) {
+        b->spent = 1;
+        b->timed_out = 1;
+        return ARCH_STOPPED;
+    }
     if (lim->file_size && lv->entry_bytes > lim->file_size)
         return hit(b, ARCH_EV_FILE_SIZE, lv->entry_loc, lv->entry_bytes, lim->file_size);
     if (lim->total && b->total > lim->total)

@@ -67,6 +67,13 @@ struct arch_budget {
     int64_t trust_bytes;
     int64_t trust_files;
     int64_t trusted; /* members counted by declared size */
+    /*
+     * Optional clock_mono() time past which the walk stops (ARCH_STOPPED,
+     * spent, timed_out set, nothing reported: the caller's scan timeout
+     * says why). 0 = none.
+     */
+    double deadline;
+    int timed_out;
     arch_report_fn report;
     arch_member_fn member; /* optional, set after arch_budget_init */
     void *arg;

@@ -18,6 +18,7 @@
 #include <archive.h>
 #include <archive_entry.h>
 
+#include "clock.h"
 #include "sr_archive.h"
 
 /* An archive under construction in memory. */
@@ -521,6 +522,37 @@ test_ratio(void **state)
     free(zs.p);
 }
 
+/*
+ * A deadline in the past (the message's scan.timeout has run out) stops
+ * the walk at its first chunk, with nothing reported: the scan says why.
+ * Without it the same archive expands whole.
+ */
+static void
+test_deadline(void **state)
+{
+    (void)state;
+    struct file f[] = {{"zeros.bin", NULL, 16 << 20, 0}};
+    struct mem z = make("zip", NULL, NULL, f, 1);
+    struct arch_limits l = limits(8, 0, 0, 0, 0);
+    struct arch_budget b;
+    struct rec r;
+
+    init(&b, &l, &r);
+    b.deadline = clock_mono() - 1;
+    assert_int_equal(arch_walk(&b, z.p, z.len, "zeros.zip"), ARCH_STOPPED);
+    assert_true(b.timed_out);
+    assert_true(b.spent);
+    assert_int_equal(r.nev, 0);
+    assert_true(b.total < (16 << 20));
+
+    init(&b, &l, &r);
+    b.deadline = clock_mono() + 3600;
+    assert_int_equal(arch_walk(&b, z.p, z.len, "zeros.zip"), ARCH_OK);
+    assert_false(b.timed_out);
+    assert_int_equal(b.total, 16 << 20);
+    free(z.p);
+}
+
 static void
 test_encrypted(void **state)
 {
@@ -901,6 +933,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sniff),
+        cmocka_unit_test(test_deadline),
         cmocka_unit_test(test_plain_zip), cmocka_unit_test(test_trust), cmocka_unit_test(test_trust_impossible_size),
         cmocka_unit_test(test_file_size_declared_and_counted),
         cmocka_unit_test(test_files_limit),
