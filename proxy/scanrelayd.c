@@ -38,6 +38,7 @@
 #include "log.h"
 #include "mime.h"
 #include "msglog.h"
+#include "privdrop.h"
 #include "qstore.h"
 #include "scan_pool.h"
 #include "workq.h"
@@ -563,6 +564,8 @@ main(int argc, char **argv)
             engine_unref(e);
             engine_holder_free(h);
         }
+        if (privdrop_check(d->cfg, stdout) < 0)
+            return 1;
         printf("scanrelayd: configuration %s is ok\n",
                d->cfg->path ? d->cfg->path : "(built-in defaults)");
         config_free(d->cfg);
@@ -582,6 +585,9 @@ main(int argc, char **argv)
         setrlimit(RLIMIT_NOFILE, &rl);
     }
 
+    /* Started as root: the user to drop to, and its folders. */
+    if (privdrop_prepare(d->cfg, err, sizeof(err)) < 0)
+        log_fatalx("%s", err);
     if (make_dir(d->cfg->state_directory, 0750) < 0)
         log_fatal("cannot create state_directory %s", d->cfg->state_directory);
     if (make_dir(d->cfg->queue_directory, 0750) < 0)
@@ -595,6 +601,15 @@ main(int argc, char **argv)
     d->base = event_base_new();
     if (d->base == NULL)
         log_fatalx("cannot create the event loop");
+    /*
+     * Started as root with a user to drop to: bind first (a port below 1024
+     * needs root), then drop, before the queue, the stores or any mail.
+     */
+    if (privdrop_pending()) {
+        open_listeners(d);
+        if (privdrop_drop(err, sizeof(err)) < 0)
+            log_fatalx("%s", err);
+    }
     d->relay = relay_new(d->base, d->cfg->relay, d->cfg->hostname, (int)d->cfg->relay_connections,
                          (int)d->cfg->relay_connect_timeout, (int)d->cfg->relay_timeout,
                          (int)d->cfg->relay_data_timeout, (int)d->cfg->relay_idle_time, err,
@@ -616,7 +631,8 @@ main(int argc, char **argv)
         log_info("scanning is off (scan { enabled = no }): messages are relayed unscanned");
     }
 
-    open_listeners(d);
+    if (d->nlisteners == 0)
+        open_listeners(d);
     if (control_open(d, err, sizeof(err)) < 0)
         log_fatalx("%s", err);
 
