@@ -29,6 +29,7 @@ int cmd_reload(struct cli_opts *o, int argc, char **argv);
 int cmd_quarantine(struct cli_opts *o, int argc, char **argv);
 int cmd_log(struct cli_opts *o, int argc, char **argv);
 int cmd_stats(struct cli_opts *o, int argc, char **argv);
+int cmd_backup(struct cli_opts *o, int argc, char **argv);
 static const struct cli_cmd cli_cmds[] = {
     {"queue", cmd_queue, "queue [-j] [delete|hold|release|requeue ID...|ALL]"},
     {"flush", cmd_flush, "flush [ID...]"},
@@ -45,6 +46,7 @@ static const struct cli_cmd cli_cmds[] = {
      "log [-j] [--from A] [--to A] [--subject GLOB] [--id QID] [--message-id MID]\n"
      "      [--verdict V] [--action A] [--rule NAME] [--since T] [--until T] [--limit N]"},
     {"stats", cmd_stats, "stats [-j] [--days N] [--by hour|day] [--top N]"},
+    {"backup", cmd_backup, "backup [-j] DIR"},
     {NULL, NULL, NULL},
 };
 

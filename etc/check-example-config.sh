@@ -15,7 +15,7 @@
 #      numbers, actions, booleans, strings and lists compared by value).
 #   3. doc/scanrelay.conf.5 has a paragraph for every key.
 #   4. "scanrelayd -t" accepts the example as shipped and with every key
-#      uncommented. Only the path keys are pointed at a temporary folder (a
+#      uncommented. Only the path keys (and user, set to nobody) are pointed at a temporary folder (a
 #      test signature database, state, queue, socket), so the check needs no
 #      installed ClamAV database and no /var/lib/scanrelay.
 #   5. "scanrelayd -t" rejects the example with one unknown key (so a -t
@@ -190,13 +190,17 @@ mkdir -p "$tmp/db" "$tmp/state" "$tmp/queue" "$tmp/run"
 hex=$(printf 'scanrelay-check-example-config-marker' | od -An -tx1 | tr -d ' \n')
 printf 'Scanrelay.Test.Marker:0:*:%s\n' "$hex" >"$tmp/db/scanrelay-test.ndb"
 
-# Point the path keys at the temporary folder, uncommenting them if needed.
+# Point the path keys at the temporary folder, uncommenting them if needed,
+# and user at "nobody" (every Debian system has it; "scanrelay" exists only
+# where the package is installed, and started as root -t refuses a named
+# user that does not exist).
 hermetic() {
     sed -E \
         -e "s|^([[:space:]]*)#?(database_directory[[:space:]]*=).*|\\1\\2 \"$tmp/db\"|" \
         -e "s|^([[:space:]]*)#?(state_directory[[:space:]]*=).*|\\1\\2 \"$tmp/state\"|" \
         -e "s|^([[:space:]]*)#?(queue_directory[[:space:]]*=).*|\\1\\2 \"$tmp/queue\"|" \
-        -e "s|^([[:space:]]*)#?(control_socket[[:space:]]*=).*|\\1\\2 \"$tmp/run/control.sock\"|"
+        -e "s|^([[:space:]]*)#?(control_socket[[:space:]]*=).*|\\1\\2 \"$tmp/run/control.sock\"|" \
+        -e "s|^([[:space:]]*)#?(user[[:space:]]*=).*|\\1\\2 \"nobody\"|"
 }
 uncomment_all() {
     sed -E 's/^([[:space:]]*)#([a-z_]+[[:space:]]*=)/\1\2/'

@@ -83,6 +83,8 @@ struct sr_config {
     char *state_directory;
     char *queue_directory;
     char *control_socket;
+    char *user;                 /* started as root: drop to it ("scanrelay"); "" = stay */
+    int user_explicit;          /* user was set in the file (a missing user is an error) */
     char *hostname;             /* greeting name; default gethostname() */
     int64_t max_message_size;   /* 30M */
     int64_t max_connections;    /* 500 */

@@ -40,6 +40,7 @@
 #include "log.h"
 #include "mime.h"
 #include "msglog.h"
+#include "privdrop.h"
 #include "qstore.h"
 #include "scan_pool.h"
 #include "wpool.h"
@@ -517,6 +518,8 @@ main(int argc, char **argv)
             engine_unref(e);
             engine_holder_free(h);
         }
+        if (privdrop_check(cfg, stdout) < 0)
+            return 1;
         printf("scanrelayd: configuration %s is ok\n",
                cfg->path ? cfg->path : "(built-in defaults)");
         services_set_config(&d->svc, NULL);
@@ -536,6 +539,9 @@ main(int argc, char **argv)
         setrlimit(RLIMIT_NOFILE, &rl);
     }
 
+    /* Started as root: the user to drop to, and its folders. */
+    if (privdrop_prepare(cfg, err, sizeof(err)) < 0)
+        log_fatalx("%s", err);
     if (make_dir(cfg->state_directory, 0750) < 0)
         log_fatal("cannot create state_directory %s", cfg->state_directory);
     if (make_dir(cfg->queue_directory, 0750) < 0)
@@ -550,6 +556,15 @@ main(int argc, char **argv)
     d->base = event_base_new();
     if (d->base == NULL)
         log_fatalx("cannot create the event loop");
+    /*
+     * Started as root with a user to drop to: bind first (a port below 1024
+     * needs root), then drop, before the queue, the stores or any mail.
+     */
+    if (privdrop_pending()) {
+        open_listeners(d);
+        if (privdrop_drop(err, sizeof(err)) < 0)
+            log_fatalx("%s", err);
+    }
     d->relay = relay_new(d->base, cfg->relay, cfg->hostname, (int)cfg->relay_connections,
                          (int)cfg->relay_connect_timeout, (int)cfg->relay_timeout,
                          (int)cfg->relay_data_timeout, (int)cfg->relay_idle_time, err,
@@ -570,7 +585,8 @@ main(int argc, char **argv)
         log_info("scanning is off (scan { enabled = no }): messages are relayed unscanned");
     }
 
-    open_listeners(d);
+    if (d->nlisteners == 0)
+        open_listeners(d);
     if (control_open(d, err, sizeof(err)) < 0)
         log_fatalx("%s", err);
 

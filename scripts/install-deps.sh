@@ -11,7 +11,8 @@ PKGS="build-essential cmake pkg-config python3
       libevent-dev libconfuse-dev libsystemd-dev libcmocka-dev
       libclamav-dev libgmime-3.0-dev libarchive-dev zlib1g-dev libsqlite3-dev
       postfix swaks clamav clamav-testfiles clamsmtp clamav-daemon
-      procps iproute2 sqlite3"
+      procps iproute2 sqlite3
+      debhelper lintian"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
