@@ -756,7 +756,6 @@ conclude(struct state *st)
     r->headers[r->nheaders++] = dupstr(st, line);
 }
 
-
 /* Fresh result and state. */
 static void
 state_init(struct state *st, struct sr_engine *e, const struct sr_config *cfg,
