@@ -851,7 +851,6 @@ run_checkers(struct state *st, const struct scan_opts *opts, const char *msg, si
     }
 }
 
-
 /* Fresh result and state. */
 static void
 state_init(struct state *st, struct sr_engine *e, const struct sr_config *cfg,

@@ -23,6 +23,16 @@ on stop), the counters of `scanrelay status` add up, and nothing lost: every mes
 bounced (one DSN each, to the sender) or released, counted by a test header
 (X-Reload-ID) at the downstream (harness.RawSink).
 
+On the code before the fix (workers read d->cfg, freed at reload when no
+transaction was in flight) this test passed 4 runs out of 4 under ASan: the
+window is a pointer load and a few path formats, too short to hit at this
+speed. Under ThreadSanitizer (build with -fsanitize=thread, same test) it
+failed: 14 data-race reports (write_dsn and release_work reading a config
+that daemon_reload's config_free freed, queue_file_create formatting a
+freed queue_directory) and one release answered "cannot queue the released
+copy: No such file or directory". With every job holding its reference:
+no report under either sanitizer.
+
 Run: SCANRELAY_BUILD=build-asan SCANRELAY_SRC=. python3 t/integ/reload_background.py
 """
 import os
