@@ -109,7 +109,7 @@ kind_mask(char *const *words, size_t n, unsigned *mask, char *why, size_t whylen
 static const char *const placeholders[] = {
     "notificationrecipients", "notificationrecipient", "notificationsender", "changeme",
     "change-me", "your-address", "youraddress", "your.address", "your_address", "yourname",
-    "someone", "user", "username", "nobody", "noone", "address", "email", "mail",
+    "someone", "user", "username", "nobody", "noone",
     "xxx", "todo", "fixme", "placeholder",
 };
 
