@@ -708,8 +708,10 @@ inspect_origin(struct msg_tx *tx)
     struct notifier *n = tx->d->notifier;
     off_t size = spool_size(tx->body);
     size_t len = size > 65536 ? 65536 : (size_t)size;
+    if (n == NULL || tx->cfg->notify.from[0] == '\0')
+        return; /* notices off: nothing to recognise */
     char *buf = malloc(len + 1);
-    if (n == NULL || buf == NULL || spool_pread(tx->body, buf, len, 0) != (ssize_t)len) {
+    if (buf == NULL || spool_pread(tx->body, buf, len, 0) != (ssize_t)len) {
         free(buf);
         return;
     }

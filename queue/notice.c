@@ -259,6 +259,7 @@ struct notifier {
     void *ctx;
     char *state_dir;
     unsigned char key[KEY_LEN];
+    int have_key; /* key loaded (at start when notices are on, else at first use) */
 
     GHashTable *rates; /* address (lowercase) -> struct rate */
     /* The admin window. */
@@ -446,6 +447,7 @@ load_key(struct notifier *n, char *err, size_t errlen)
         close(fd);
         if (r == KEY_LEN) {
             g_free(path);
+            n->have_key = 1;
             return 0;
         }
         snprintf(err, errlen, "%s: short key file (remove it to make a new one)", path);
@@ -467,6 +469,7 @@ load_key(struct notifier *n, char *err, size_t errlen)
     }
     log_info("made the notice key %s (it marks this installation's notices)", path);
     g_free(path);
+    n->have_key = 1;
     return 0;
 }
 
@@ -499,7 +502,7 @@ notifier_new(struct event_base *base, struct queue *q, struct wpool *pool,
     n->names = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     n->win_ev = evtimer_new(base, window_cb, n);
     n->save_ev = evtimer_new(base, save_cb, n);
-    if (load_key(n, err, errlen) < 0) {
+    if (config(ctx)->notify.from[0] && load_key(n, err, errlen) < 0) {
         notifier_free(n);
         return NULL;
     }
@@ -613,7 +616,7 @@ notice_inspect(const struct notifier *n, const char *msg, size_t len, int whole,
         p++;
     if (p < end && *p == '\n')
         p++;
-    if (mark && msgid && whole && n) {
+    if (mark && msgid && whole && n && n->have_key) {
         long long t = 0;
         char mac[80] = "";
         if (sscanf(mark, "v1 t=%lld mac=%70s", &t, mac) == 2) {
@@ -786,6 +789,11 @@ send_notice(struct notifier *n, const char *const *rcpts, size_t nr, const char 
 {
     const struct sr_config *cfg = n->config(n->ctx);
     const struct sr_config_notify *nc = &cfg->notify;
+    char kerr[300];
+    if (!n->have_key && load_key(n, kerr, sizeof(kerr)) < 0) {
+        log_warnx("no %s notice: %s", what, kerr);
+        return -1;
+    }
     GString *body = g_string_new("");
     const char *cs, *cte;
     char *text = notice_encode_body(body_utf8, nc->charset, &cs, &cte);
