@@ -65,9 +65,9 @@ static const struct {
     const char *word;
     unsigned bit;
 } kind_words[] = {
-    {"virus", NOTICE_VIRUS},         {"policy", NOTICE_POLICY}, {"spam", NOTICE_SPAM},
-    {"limit", NOTICE_LIMIT},         {"encrypted", NOTICE_ENCRYPTED},
-    {"error", NOTICE_ERROR},         {"quarantine", NOTICE_QUARANTINE},
+    {"virus", NOTICE_VIRUS},           {"policy", NOTICE_POLICY},       {"spam", NOTICE_SPAM},
+    {"limit", NOTICE_LIMIT},           {"encrypted", NOTICE_ENCRYPTED}, {"error", NOTICE_ERROR},
+    {"quarantine", NOTICE_QUARANTINE},
 };
 
 static const char *
@@ -107,21 +107,37 @@ kind_mask(char *const *words, size_t n, unsigned *mask, char *why, size_t whylen
 
 /* Local parts and whole values that mean "nobody filled this in". */
 static const char *const placeholders[] = {
-    "notificationrecipients", "notificationrecipient", "notificationsender", "changeme",
-    "change-me", "your-address", "youraddress", "your.address", "your_address", "yourname",
-    "someone", "user", "username", "nobody", "noone",
-    "xxx", "todo", "fixme", "placeholder",
+    "notificationrecipients",
+    "notificationrecipient",
+    "notificationsender",
+    "changeme",
+    "change-me",
+    "your-address",
+    "youraddress",
+    "your.address",
+    "your_address",
+    "yourname",
+    "someone",
+    "user",
+    "username",
+    "nobody",
+    "noone",
+    "xxx",
+    "todo",
+    "fixme",
+    "placeholder",
 };
 
 /* Domains that are examples, reserved or local only (RFC 2606, RFC 6761). */
 static const char *const bad_domains[] = {
-    "example.com", "example.net", "example.org", "example.jp", "example.co.jp",
-    "example.ne.jp", "example.or.jp", "example.ac.jp", "example.edu", "localhost",
-    "localdomain", "localhost.localdomain", "local", "invalid", "domain.com", "domain.tld",
-    "yourdomain.com", "your-domain.com", "company.com", "mydomain.com",
+    "example.com",   "example.net",           "example.org",     "example.jp",  "example.co.jp",
+    "example.ne.jp", "example.or.jp",         "example.ac.jp",   "example.edu", "localhost",
+    "localdomain",   "localhost.localdomain", "local",           "invalid",     "domain.com",
+    "domain.tld",    "yourdomain.com",        "your-domain.com", "company.com", "mydomain.com",
 };
-static const char *const bad_tlds[] = {".example", ".invalid", ".localhost", ".local",
-                                       ".localdomain", ".test", ".lan", ".home", ".internal"};
+static const char *const bad_tlds[] = {".example", ".invalid",     ".localhost",
+                                       ".local",   ".localdomain", ".test",
+                                       ".lan",     ".home",        ".internal"};
 
 int
 notice_check_from(const char *from, char *why, size_t whylen)
@@ -158,7 +174,8 @@ notice_check_from(const char *from, char *why, size_t whylen)
     for (size_t i = 0; i < sizeof(bad_domains) / sizeof(bad_domains[0]); i++) {
         size_t bl = strlen(bad_domains[i]);
         if (strcasecmp(dom, bad_domains[i]) == 0 ||
-            (dl > bl && dom[dl - bl - 1] == '.' && strcasecmp(dom + dl - bl, bad_domains[i]) == 0)) {
+            (dl > bl && dom[dl - bl - 1] == '.' &&
+             strcasecmp(dom + dl - bl, bad_domains[i]) == 0)) {
             snprintf(why, whylen, "'%s' is an example or local-only address (%s)", from,
                      bad_domains[i]);
             return -1;
@@ -201,8 +218,10 @@ notice_check_config(const struct sr_config *cfg, char *err, size_t errlen)
         return -1;
     }
     if (m & NOTICE_SPAM) {
-        snprintf(err, errlen, "%s: notify: sender_kinds: no notice is ever sent to the sender of "
-                 "spam (backscatter); remove \"spam\"", path);
+        snprintf(err, errlen,
+                 "%s: notify: sender_kinds: no notice is ever sent to the sender of "
+                 "spam (backscatter); remove \"spam\"",
+                 path);
         return -1;
     }
     if (strcasecmp(nc->language, "en") != 0 && strcasecmp(nc->language, "ja") != 0) {
@@ -225,7 +244,8 @@ notice_check_config(const struct sr_config *cfg, char *err, size_t errlen)
         return -1;
     }
     for (size_t i = 0; i < nc->nadmin; i++)
-        if (strchr(nc->admin[i], '@') == NULL || strcasestr(nc->admin[i], "notificationrecipient")) {
+        if (strchr(nc->admin[i], '@') == NULL ||
+            strcasestr(nc->admin[i], "notificationrecipient")) {
             snprintf(err, errlen, "%s: notify: admin '%s' is not a mail address (a placeholder?)",
                      path, nc->admin[i]);
             return -1;
@@ -637,12 +657,13 @@ notice_inspect(const struct notifier *n, const char *msg, size_t len, int whole,
  */
 
 static const char *const builtin[][2] = {
-    {"admin", "Subject: [scanrelay] %kind% %name%: message %queue_id% %action%\n\n"
-              "scanrelay on %hostname% stopped a message.\n\n"
-              "  Date:        %date%\n  Queue ID:    %queue_id%\n  From:        %sender%\n"
-              "  To:          %recipients%\n  Subject:     %subject%\n  Found:       %kind% %name%\n"
-              "  Part:        %part%\n  Score:       %score%\n  Action:      %action%\n"
-              "  Quarantine:  %quarantine_id%\n"},
+    {"admin",
+     "Subject: [scanrelay] %kind% %name%: message %queue_id% %action%\n\n"
+     "scanrelay on %hostname% stopped a message.\n\n"
+     "  Date:        %date%\n  Queue ID:    %queue_id%\n  From:        %sender%\n"
+     "  To:          %recipients%\n  Subject:     %subject%\n  Found:       %kind% %name%\n"
+     "  Part:        %part%\n  Score:       %score%\n  Action:      %action%\n"
+     "  Quarantine:  %quarantine_id%\n"},
     {"recipient", "Subject: [scanrelay] a message to you was stopped: %subject%\n\n"
                   "A message addressed to you was not delivered as sent.\n\n"
                   "  Date:     %date%\n  From:     %sender%\n  Subject:  %subject%\n"
@@ -668,8 +689,8 @@ load_template(const struct sr_config_notify *nc, const char *name)
     char *path = g_strdup_printf("%s/%s/%s.txt", nc->template_directory, nc->language, name);
     char *text = NULL;
     gsize len = 0;
-    if (!g_file_get_contents(path, &text, &len, NULL) || !g_utf8_validate(text, (gssize)len, NULL) ||
-        strlen(text) != len) {
+    if (!g_file_get_contents(path, &text, &len, NULL) ||
+        !g_utf8_validate(text, (gssize)len, NULL) || strlen(text) != len) {
         g_free(text);
         text = NULL;
         static int warned;
@@ -840,7 +861,8 @@ send_notice(struct notifier *n, const char *const *rcpts, size_t nr, const char 
     g_string_append_printf(m, "From: %s\r\nTo: ", nc->from);
     for (size_t i = 0; i < nr; i++)
         g_string_append_printf(m, "%s<%s>", i ? ",\r\n " : "", rcpts[i]);
-    g_string_append_printf(m, "\r\nSubject: %s\r\nDate: %s\r\nMessage-ID: %s\r\n"
+    g_string_append_printf(m,
+                           "\r\nSubject: %s\r\nDate: %s\r\nMessage-ID: %s\r\n"
                            "MIME-Version: 1.0\r\nAuto-Submitted: auto-generated\r\n"
                            "Precedence: bulk\r\n",
                            subj, date, msgid);
@@ -849,10 +871,11 @@ send_notice(struct notifier *n, const char *const *rcpts, size_t nr, const char 
     if (boundary[0])
         g_string_append_printf(m, "Content-Type: multipart/mixed; boundary=\"%s\"\r\n", boundary);
     else
-        g_string_append_printf(m, "Content-Type: text/plain; charset=%s\r\n"
-                               "Content-Transfer-Encoding: %s\r\n", cs, cte);
-    g_string_append_printf(m, "X-Scanrelay-Notice: v1 t=%lld mac=%s\r\n\r\n", (long long)now,
-                           mac);
+        g_string_append_printf(m,
+                               "Content-Type: text/plain; charset=%s\r\n"
+                               "Content-Transfer-Encoding: %s\r\n",
+                               cs, cte);
+    g_string_append_printf(m, "X-Scanrelay-Notice: v1 t=%lld mac=%s\r\n\r\n", (long long)now, mac);
     g_string_append_len(m, body->str, (gssize)body->len);
     g_free(mac);
     g_free(subj);
@@ -939,7 +962,8 @@ is_local(const struct sr_config *cfg, const char *addr)
     for (size_t i = 0; i < cfg->nlocal_domains; i++) {
         const char *ld = cfg->local_domains[i];
         size_t l = strlen(ld);
-        if (strcasecmp(d, ld) == 0 || (dl > l && d[dl - l - 1] == '.' && strcasecmp(d + dl - l, ld) == 0))
+        if (strcasecmp(d, ld) == 0 ||
+            (dl > l && d[dl - l - 1] == '.' && strcasecmp(d + dl - l, ld) == 0))
             return 1;
     }
     return 0;
@@ -982,22 +1006,22 @@ send_event(struct notifier *n, const char *tname, const char *const *rcpts, size
     char win[32];
     window_words(cfg->notify.window, win, sizeof(win));
     const char *vars[] = {
-        "date", date,
-        "queue_id", ev->qid,
-        "sender", ev->sender && ev->sender[0] ? ev->sender : "<>",
-        "recipients", rl,
-        "subject", ev->subject ? ev->subject : "",
-        "part", ev->location ? ev->location : "message",
-        "file", ev->location ? ev->location : "message",
-        "name", name,
-        "virus", ev->virus ? ev->virus : "",
-        "rule", ev->rule ? ev->rule : "",
-        "kind", kind_word(ev->kind),
-        "action", ev->action ? ev->action : "",
-        "score", score,
+        "date",          date,
+        "queue_id",      ev->qid,
+        "sender",        ev->sender && ev->sender[0] ? ev->sender : "<>",
+        "recipients",    rl,
+        "subject",       ev->subject ? ev->subject : "",
+        "part",          ev->location ? ev->location : "message",
+        "file",          ev->location ? ev->location : "message",
+        "name",          name,
+        "virus",         ev->virus ? ev->virus : "",
+        "rule",          ev->rule ? ev->rule : "",
+        "kind",          kind_word(ev->kind),
+        "action",        ev->action ? ev->action : "",
+        "score",         score,
         "quarantine_id", ev->quarantined && ev->quarantine_id ? ev->quarantine_id : "-",
-        "hostname", cfg->hostname,
-        "window", win,
+        "hostname",      cfg->hostname,
+        "window",        win,
     };
     char *t = load_template(&cfg->notify, tname);
     if (t == NULL) {
@@ -1083,9 +1107,10 @@ window_cb(evutil_socket_t fd, short what, void *arg)
         g_ptr_array_add(keys, k);
     g_ptr_array_sort_with_data(keys, by_count, n->names);
     for (guint i = 0; i < keys->len && i < 10; i++)
-        g_string_append_printf(top, "  %6zu  %s\n",
-                               (size_t)GPOINTER_TO_SIZE(g_hash_table_lookup(n->names, keys->pdata[i])),
-                               (char *)keys->pdata[i]);
+        g_string_append_printf(
+            top, "  %6zu  %s\n",
+            (size_t)GPOINTER_TO_SIZE(g_hash_table_lookup(n->names, keys->pdata[i])),
+            (char *)keys->pdata[i]);
     g_ptr_array_free(keys, TRUE);
     char date[64], sdate[64], cnt[32], hl[32], win[32];
     rfc2822_date(time(NULL), date, sizeof(date));
@@ -1095,9 +1120,9 @@ window_cb(evutil_socket_t fd, short what, void *arg)
     /* The window as it was: from its start until now (a restart may have stretched it). */
     time_t span = time(NULL) - start;
     window_words(span >= 60 ? (span + 30) / 60 * 60 : span > 0 ? span : 1, win, sizeof(win));
-    const char *vars[] = {"date", date,   "start", sdate, "count", cnt,   "held", hl,
-                          "window", win,  "kinds", kinds->str, "top", top->str,
-                          "hostname", cfg->hostname};
+    const char *vars[] = {"date", date,     "start",    sdate,        "count", cnt,
+                          "held", hl,       "window",   win,          "kinds", kinds->str,
+                          "top",  top->str, "hostname", cfg->hostname};
 
     /* Close the window first: the state says so on disk before the summary is queued. */
     n->win_start = 0;

@@ -103,8 +103,7 @@ int notice_admin_text(struct notifier *n, const char *subject, const char *body_
 char *notice_encode_header(const char *utf8, const char *charset);
 /* Body text (UTF-8, LF or CRLF lines) encoded: *cte gets "7bit" | "base64", *cs the charset
  * label; CRLF lines; malloc'd, NULL on no memory. */
-char *notice_encode_body(const char *utf8, const char *charset, const char **cs,
-                         const char **cte);
+char *notice_encode_body(const char *utf8, const char *charset, const char **cs, const char **cte);
 /* Substitute %name% variables: vars[i*2] names, vars[i*2+1] values; "%%" is "%". malloc'd. */
 char *notice_expand(const char *tmpl, const char *const *vars, size_t nvars);
 /* The mark's MAC: hex HMAC-SHA256 over "v1|t|message-id|" and the body's non-blank bytes. */

@@ -21,7 +21,6 @@
 
 #include "notice.h"
 
-
 static int
 is_ascii(const char *s)
 {

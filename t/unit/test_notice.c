@@ -98,10 +98,21 @@ test_from(void **state)
 {
     (void)state;
     char why[300];
-    const char *bad[] = {"", "NotificationRecipients", "NotificationRecipients@corp.jp",
-                         "root@localhost", "root@gateway", "a@example.com", "a@mail.example.org",
-                         "postmaster@example.co.jp", "a@host.local", "a@x.test", "a@[127.0.0.1]",
-                         "a b@corp.jp", "<a@corp.jp>", "changeme@corp.jp", "user@corp.jp"};
+    const char *bad[] = {"",
+                         "NotificationRecipients",
+                         "NotificationRecipients@corp.jp",
+                         "root@localhost",
+                         "root@gateway",
+                         "a@example.com",
+                         "a@mail.example.org",
+                         "postmaster@example.co.jp",
+                         "a@host.local",
+                         "a@x.test",
+                         "a@[127.0.0.1]",
+                         "a b@corp.jp",
+                         "<a@corp.jp>",
+                         "changeme@corp.jp",
+                         "user@corp.jp"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         why[0] = '\0';
         if (notice_check_from(bad[i], why, sizeof(why)) != -1)
@@ -109,17 +120,15 @@ test_from(void **state)
         assert_true(why[0] != '\0');
     }
     assert_int_equal(notice_check_from("postmaster@corp.co.jp", why, sizeof(why)), 0);
-    assert_int_equal(notice_check_from("security-team@mail.scanrelay-ci.net", why, sizeof(why)),
-                     0);
+    assert_int_equal(notice_check_from("security-team@mail.scanrelay-ci.net", why, sizeof(why)), 0);
 }
 
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_expand), cmocka_unit_test(test_header),
-        cmocka_unit_test(test_body),   cmocka_unit_test(test_mac),
-        cmocka_unit_test(test_from),
+        cmocka_unit_test(test_expand), cmocka_unit_test(test_header), cmocka_unit_test(test_body),
+        cmocka_unit_test(test_mac),    cmocka_unit_test(test_from),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
