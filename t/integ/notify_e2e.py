@@ -116,6 +116,14 @@ def test_check_refuses_bad_from(ctx):
     p = subprocess.run([h.DAEMON, "-t", "-c", d.conf_path], capture_output=True, text=True,
                        timeout=120)
     h.check_eq(p.returncode, 0, "-t with a real from (%s)" % p.stderr)
+    # Spam never notifies the sender; an unknown kind is named.
+    for i, (notify, why) in enumerate([({"sender_kinds": ["virus", "spam"]}, "spam"),
+                                       ({"admin_kinds": ["virsu"]}, "unknown notice kind")]):
+        d = daemon(ctx, h.free_port(), notify, start=False, name="tk%d" % i)
+        p = subprocess.run([h.DAEMON, "-t", "-c", d.conf_path], capture_output=True, text=True,
+                           timeout=120)
+        h.check(p.returncode == 1 and why in p.stderr, "-t with %r: %d %r"
+                % (notify, p.returncode, p.stderr))
     # Notices off (no notify section): nothing to check.
     d = su.scanning_daemon(ctx, h.free_port(), start=False, name="toff")
     p = subprocess.run([h.DAEMON, "-t", "-c", d.conf_path], capture_output=True, text=True,
