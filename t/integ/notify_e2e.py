@@ -225,6 +225,20 @@ def test_each_kind(ctx):
     new = dumps[before:]
     h.check_eq(sorted(x.recipients[0] for x in new), [r1] * len(outs),
                "only recipient notices for outside/bulk/list/auto/null senders")
+
+    # sender_outside_local = yes (on reload): the outside sender is told too.
+    d.sections["notify"]["sender_outside_local"] = raw("yes")
+    d.write_config()
+    d.signal(__import__("signal").SIGHUP)
+    h.wait_for(lambda: "reloaded" in d.log(), 30, "the reload")
+    before = len(sink.dumps())
+    m = su.mime_message([su.text_part(), su.attachment("a.exe", su.EICAR + b"\r\n")],
+                        subject="outside")
+    su.expect_final(su.send(d.port, m, sender="mallory@outside-ci.org", rcpts=(r1,)), 250,
+                    "virus", "250 2.7.0")
+    new = sink.wait_dumps(before + 2, timeout=60)[before:]
+    h.check_eq(sorted(x.recipients[0] for x in new), sorted([r1, "mallory@outside-ci.org"]),
+               "notices with sender_outside_local = yes")
     d.stop()
 
 
