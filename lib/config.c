@@ -220,6 +220,23 @@ static cfg_opt_t log_opts[] = {
     CFG_END(),
 };
 
+static cfg_opt_t notify_opts[] = {
+    CFG_STR("from", "", CFGF_NONE),
+    CFG_STR_LIST("admin", "{}", CFGF_NONE),
+    CFG_STR_LIST("admin_kinds", "{virus, quarantine}", CFGF_NONE),
+    CFG_STR_LIST("recipient_kinds", "{}", CFGF_NONE),
+    CFG_STR_LIST("sender_kinds", "{}", CFGF_NONE),
+    CFG_BOOL("sender_outside_local", cfg_false, CFGF_NONE),
+    DUR("window", 600),
+    COUNT("rate_limit", 10),
+    CFG_STR("language", "en", CFGF_NONE),
+    CFG_STR("charset", "utf-8", CFGF_NONE),
+    CFG_STR("attach", "none", CFGF_NONE),
+    SIZE("attach_limit", 1 * M),
+    CFG_STR("template_directory", "/etc/scanrelay/templates", CFGF_NONE),
+    CFG_END(),
+};
+
 static cfg_opt_t top_opts[] = {
     CFG_STR_LIST("listen", "{127.0.0.1:10025}", CFGF_NONE),
     CFG_STR("relay", "127.0.0.1:10026", CFGF_NONE),
@@ -251,6 +268,8 @@ static cfg_opt_t top_opts[] = {
     CFG_SEC("queue", queue_opts, CFGF_NONE),
     CFG_SEC("quarantine", quarantine_opts, CFGF_NONE),
     CFG_SEC("log", log_opts, CFGF_NONE),
+    CFG_SEC("notify", notify_opts, CFGF_NONE),
+    CFG_STR_LIST("local_domains", "{}", CFGF_NONE),
     CFG_END(),
 };
 
@@ -357,6 +376,25 @@ get_rule(cfg_t *sec, const char *base, struct sr_limit_rule *r, const char *path
     r->threshold = cfg_getint(sec, key);
     snprintf(key, sizeof(key), "%s_action", base);
     return get_action(sec, key, &r->action, path, err, errlen);
+}
+
+/* A string list copied out (NULL-terminated), its size in n. */
+static char **
+get_list(cfg_t *sec, const char *key, size_t *n)
+{
+    *n = cfg_size(sec, key);
+    char **v = xcalloc(*n + 1, sizeof(char *));
+    for (size_t i = 0; i < *n; i++)
+        v[i] = xstrdup(cfg_getnstr(sec, key, (unsigned)i));
+    return v;
+}
+
+static void
+free_list(char **v)
+{
+    for (size_t i = 0; v && v[i]; i++)
+        free(v[i]);
+    free(v);
 }
 
 /* The validating callback on every action key of a section's options. */
@@ -578,6 +616,22 @@ config_load(const char *path, int explicit_path, char *err, size_t errlen)
     c->log.enabled = cfg_getbool(lg, "enabled");
     c->log.retention = cfg_getint(lg, "retention");
 
+    cfg_t *nf = cfg_getsec(cfg, "notify");
+    c->notify.from = xstrdup(cfg_getstr(nf, "from"));
+    c->notify.admin = get_list(nf, "admin", &c->notify.nadmin);
+    c->notify.admin_kinds = get_list(nf, "admin_kinds", &c->notify.nadmin_kinds);
+    c->notify.recipient_kinds = get_list(nf, "recipient_kinds", &c->notify.nrecipient_kinds);
+    c->notify.sender_kinds = get_list(nf, "sender_kinds", &c->notify.nsender_kinds);
+    c->notify.sender_outside_local = cfg_getbool(nf, "sender_outside_local");
+    c->notify.window = cfg_getint(nf, "window");
+    c->notify.rate_limit = cfg_getint(nf, "rate_limit");
+    c->notify.language = xstrdup(cfg_getstr(nf, "language"));
+    c->notify.charset = xstrdup(cfg_getstr(nf, "charset"));
+    c->notify.attach = xstrdup(cfg_getstr(nf, "attach"));
+    c->notify.attach_limit = cfg_getint(nf, "attach_limit");
+    c->notify.template_directory = resolve_path(dir, cfg_getstr(nf, "template_directory"));
+    c->local_domains = get_list(cfg, "local_domains", &c->nlocal_domains);
+
     cfg_free(cfg);
     free(dir);
     cf_err = NULL;
@@ -627,5 +681,15 @@ config_free(struct sr_config *c)
     free(c->xforward_networks);
     free(c->virus.database_directory);
     free(c->virus.temporary_directory);
+    free(c->notify.from);
+    free_list(c->notify.admin);
+    free_list(c->notify.admin_kinds);
+    free_list(c->notify.recipient_kinds);
+    free_list(c->notify.sender_kinds);
+    free(c->notify.language);
+    free(c->notify.charset);
+    free(c->notify.attach);
+    free(c->notify.template_directory);
+    free_list(c->local_domains);
     free(c);
 }

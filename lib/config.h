@@ -75,6 +75,31 @@ struct sr_config_log {
     int enabled;       /* message log in SQLite, yes */
 };
 
+/*
+ * Notices (queue/notice.c reads these; lib/ does not know what they mean).
+ * A kind list holds words of notice kinds: "virus", "policy", "spam",
+ * "limit", "encrypted", "error", "quarantine" (any quarantined message).
+ */
+struct sr_config_notify {
+    char *from;              /* From: of every notice; "" = notices off */
+    char **admin;            /* administrator addresses */
+    size_t nadmin;
+    char **admin_kinds;      /* default {"virus", "quarantine"} */
+    size_t nadmin_kinds;
+    char **recipient_kinds;  /* default {} (off) */
+    size_t nrecipient_kinds;
+    char **sender_kinds;     /* default {} (off); never "spam" */
+    size_t nsender_kinds;
+    int sender_outside_local; /* senders outside local_domains may get notices, no */
+    int64_t window;          /* admin aggregation window, 10 min */
+    int64_t rate_limit;      /* notices per address per hour, 10 */
+    char *language;          /* "en" | "ja" */
+    char *charset;           /* "utf-8" | "iso-2022-jp" */
+    char *attach;            /* "none" | "headers" | "message" */
+    int64_t attach_limit;    /* largest original attached whole, 1M */
+    char *template_directory; /* /etc/scanrelay/templates */
+};
+
 struct sr_config {
     char *path;                 /* the file read, or NULL for built-in defaults */
     char **listen;              /* "addr:port" list */
@@ -111,6 +136,9 @@ struct sr_config {
     struct sr_config_queue queue;
     struct sr_config_quarantine quarantine;
     struct sr_config_log log;
+    struct sr_config_notify notify;
+    char **local_domains;       /* domains of our own users (sender notices) */
+    size_t nlocal_domains;
 
     int refs_; /* config_ref/config_unref; 1 after config_load */
 };

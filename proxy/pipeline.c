@@ -34,6 +34,7 @@
 #include "daemon.h"
 #include "log.h"
 #include "msglog.h"
+#include "notice.h"
 #include "pipeline.h"
 #include "qstore.h"
 #include "queue.h"
@@ -417,6 +418,67 @@ set_prefix(struct msg_tx *tx)
     return 0;
 }
 
+/* The verdict's notice kind (notice.h). */
+static unsigned
+notice_kind(enum scan_kind k)
+{
+    switch (k) {
+    case SCAN_VIRUS:
+        return NOTICE_VIRUS;
+    case SCAN_SPAM:
+        return NOTICE_SPAM;
+    case SCAN_LIMIT:
+        return NOTICE_LIMIT;
+    case SCAN_ENCRYPTED:
+        return NOTICE_ENCRYPTED;
+    case SCAN_ERROR:
+        return NOTICE_ERROR;
+    default:
+        return NOTICE_POLICY;
+    }
+}
+
+/*
+ * Notices about the verdict (notify {} and the rule's own notify), once
+ * its action is decided; before a strip replaces the body (the original
+ * may be attached).
+ */
+static void
+notify_verdict(struct msg_tx *tx, const char *action, int quarantined)
+{
+    const struct scan_result *r = &tx->sjob.result;
+    if (tx->d->notifier == NULL || !tx->scanned || r->kind == SCAN_CLEAN)
+        return;
+    const char *rcpts[tx->env->nrcpt ? tx->env->nrcpt : 1];
+    for (size_t i = 0; i < tx->env->nrcpt; i++)
+        rcpts[i] = tx->env->rcpt[i].addr;
+    const struct scan_finding *f =
+        r->deciding >= 0 && (size_t)r->deciding < r->nfindings ? &r->findings[r->deciding] : NULL;
+    struct notice_event ev = {
+        .qid = tx->qid,
+        .sender = tx->env->sender ? tx->env->sender : "",
+        .rcpts = rcpts,
+        .nrcpts = tx->env->nrcpt,
+        .subject = r->subject,
+        .kind = notice_kind(r->kind),
+        .quarantined = quarantined,
+        .quarantine_id = quarantined ? tx->qid : NULL,
+        .virus = r->virus,
+        .rule = r->rule,
+        .name = f ? f->name : NULL,
+        .location = r->location,
+        .action = action,
+        .has_score = r->has_score,
+        .score = r->score,
+        .rule_notify = r->notify,
+        .origin = &tx->origin,
+        .pread = body_pread,
+        .ctx = tx->body,
+        .size = spool_size(tx->body),
+    };
+    notice_verdict(tx->d->notifier, &ev);
+}
+
 /* Side jobs (the side pool, sr-work; never behind scans): strip rewrite and quarantine copy. */
 struct side_job {
     struct wpool_job job;
@@ -543,6 +605,7 @@ side_done(struct wpool_job *job)
                                             : "451 4.3.0 Error: cannot quarantine, try again later");
         } else {
             log_verdict(tx, "quarantined", "2.7.0", "quarantined", r->reason ? r->reason : "");
+            notify_verdict(tx, "quarantined", 1);
             counter_inc(tx->d->cnt.quarantined);
             snprintf(reply, sizeof(reply), "250 2.7.0 Ok: quarantined as %s (%.500s)", tx->qid,
                      r->reason ? r->reason : "policy");
@@ -598,9 +661,11 @@ scan_done(struct scan_job *job, void *arg)
         return;
     case SR_ACTION_TAG:
         tx->action = "tagged";
+        notify_verdict(tx, "tagged", 0);
         start_delivery(tx);
         return;
     case SR_ACTION_STRIP:
+        notify_verdict(tx, "stripped", 0);
         side_start(tx, strip_work);
         return;
     case SR_ACTION_QUARANTINE:
@@ -608,12 +673,14 @@ scan_done(struct scan_job *job, void *arg)
         return;
     case SR_ACTION_DISCARD:
         log_verdict(tx, "discarded", "2.7.0", "discarded", why);
+        notify_verdict(tx, "discarded", 0);
         counter_inc(tx->d->cnt.discarded);
         snprintf(reply, sizeof(reply), "250 2.7.0 Ok: discarded as %s (%.500s)", tx->qid, why);
         tx_finish(tx, reply);
         return;
     case SR_ACTION_REJECT:
         log_verdict(tx, "rejected", "5.7.1", "rejected", why);
+        notify_verdict(tx, "rejected", 0);
         counter_inc(tx->d->cnt.rejected);
         snprintf(reply, sizeof(reply), "554 5.7.1 Rejected: %.500s", why);
         tx_finish(tx, reply);
@@ -621,11 +688,43 @@ scan_done(struct scan_job *job, void *arg)
     case SR_ACTION_DEFER:
     default:
         log_verdict(tx, "rejected", "4.3.0", "deferred", why);
+        notify_verdict(tx, "deferred", 0);
         snprintf(reply, sizeof(reply), "451 4.3.0 Error: message could not be scanned (%.400s), "
                  "try again later", why);
         tx_finish(tx, reply);
         return;
     }
+}
+
+/*
+ * What the header says for notices: bulk or list mail, a notice mark.
+ * A marked message small enough to be a notice of ours is read whole and
+ * its mark verified (HMAC). Reads the spool on the loop: its first 64 KB,
+ * and a marked message up to notice_max_size (notices are small).
+ */
+static void
+inspect_origin(struct msg_tx *tx)
+{
+    struct notifier *n = tx->d->notifier;
+    off_t size = spool_size(tx->body);
+    size_t len = size > 65536 ? 65536 : (size_t)size;
+    if (n == NULL || tx->cfg->notify.from[0] == '\0')
+        return; /* notices off: nothing to recognise */
+    char *buf = malloc(len + 1);
+    if (buf == NULL || spool_pread(tx->body, buf, len, 0) != (ssize_t)len) {
+        free(buf);
+        return;
+    }
+    notice_inspect(n, buf, len, len == (size_t)size, &tx->origin);
+    if (tx->origin.marked && len < (size_t)size && (size_t)size <= notice_max_size(n)) {
+        char *all = realloc(buf, (size_t)size);
+        if (all) {
+            buf = all;
+            if (spool_pread(tx->body, buf, (size_t)size, 0) == (ssize_t)size)
+                notice_inspect(n, buf, (size_t)size, 1, &tx->origin);
+        }
+    }
+    free(buf);
 }
 
 void
@@ -634,6 +733,14 @@ pipeline_start(struct msg_tx *tx)
     struct daemon *d = tx->d;
     counter_inc(d->cnt.received);
     if (d->scan_pool == NULL || !tx->cfg->scan.enabled) {
+        start_delivery(tx);
+        return;
+    }
+    inspect_origin(tx);
+    if (tx->origin.ours) {
+        /* One of our notices came back (content_filter): relayed as it is,
+         * not scanned, never the subject of another notice. */
+        tx->result = "notice";
         start_delivery(tx);
         return;
     }

@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 #include "envelope.h"
+#include "notice.h"
 #include "qid.h"
 #include "relay.h"
 #include "scan_pool.h"
@@ -29,6 +30,7 @@ struct msg_tx {
     const char *result;        /* log result=: unscanned, clean, virus, policy, error */
     const char *action;        /* what the verdict did, for the log */
     const char *outcome;       /* for the message log: relayed, deferred, quarantined, ... */
+    struct notice_origin origin; /* bulk/list sender, notice mark (notice_inspect) */
     struct relay_job job;
     struct relay_rcpt_result *res;
     /* The session's callback with the reply line(s) to send upstream.

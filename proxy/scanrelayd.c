@@ -40,6 +40,7 @@
 #include "log.h"
 #include "mime.h"
 #include "msglog.h"
+#include "notice.h"
 #include "privdrop.h"
 #include "qstore.h"
 #include "scan_pool.h"
@@ -60,6 +61,9 @@ static struct event *signal_events[3];
 static int
 daemon_apply_config(struct daemon *d, const struct sr_config *c, char *err, size_t errlen)
 {
+    /* Notices: refused here (start, -t, reload) when they could loop. */
+    if (notice_check_config(c, err, errlen) < 0)
+        return -1;
     struct cidr *nets = calloc(c->nxforward_networks + 1, sizeof(*nets));
     if (nets == NULL) {
         snprintf(err, errlen, "out of memory");
@@ -265,6 +269,13 @@ db_watch_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+static const struct sr_config *
+notifier_config(void *arg)
+{
+    struct daemon *d = arg;
+    return services_config(&d->svc);
+}
+
 /* The quarantine store (checked and purged in the background) and the message log. */
 static void
 open_stores(struct daemon *d)
@@ -292,6 +303,10 @@ open_stores(struct daemon *d)
     d->side_pool = wpool_new(d->base, "sr-work", 2, 0, err, sizeof(err));
     if (d->side_pool == NULL)
         log_fatalx("%s", err);
+    d->notifier = notifier_new(d->base, d->queue, d->side_pool, notifier_config, d,
+                               c->state_directory, err, sizeof(err));
+    if (d->notifier == NULL)
+        log_fatalx("notices: %s", err);
 }
 
 static void
@@ -628,6 +643,7 @@ main(int argc, char **argv)
     if (d->scan_pool)
         scan_pool_free(d->scan_pool);
     wpool_free(d->side_pool); /* after the scans: a finished scan may start side work */
+    notifier_free(d->notifier); /* after its state writes, before the queue */
     if (d->engines)
         engine_holder_free(d->engines);
     struct event *evs[] = {d->db_check_ev, d->db_watch_ev, d->db_settle_ev};

@@ -46,6 +46,7 @@ struct scan_result {
     char *virus;           /* first virus name, or NULL */
     char *location;        /* where the deciding finding was, or NULL */
     char *reason;          /* one line for logs and replies ("virus Win.Test.EICAR in a.zip/x") */
+    unsigned notify;       /* SCAN_NOTIFY_* a rule asks for (per-rule notices), 0 none */
     struct scan_finding *findings;
     size_t nfindings;
     size_t findings_dropped; /* beyond SCAN_MAX_FINDINGS */

@@ -28,6 +28,15 @@ const char *scan_kind_name(enum scan_kind k);
  */
 const char *scan_result_word(enum scan_kind k);
 
+/*
+ * Who a rule asks to be told (a policy rule's notify = {...}): a checker
+ * ORs these into scan_result.notify; the pipeline sends the notices
+ * (queue/notice.h NOTICE_TO_* has the same values).
+ */
+#define SCAN_NOTIFY_ADMIN 0x1
+#define SCAN_NOTIFY_RCPTS 0x2
+#define SCAN_NOTIFY_SENDER 0x4
+
 /* One thing a checker found. */
 struct scan_finding {
     const char *checker; /* static: "virus", "limits", "scan"; later "policy", "spam" */
