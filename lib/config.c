@@ -226,6 +226,7 @@ static cfg_opt_t top_opts[] = {
     CFG_STR("state_directory", NULL, CFGF_NONE),
     CFG_STR("queue_directory", NULL, CFGF_NONE),
     CFG_STR("control_socket", NULL, CFGF_NONE),
+    CFG_STR("metrics_listen", "", CFGF_NONE),
     CFG_STR("hostname", "", CFGF_NONE),
     SIZE("max_message_size", 30 * M),
     COUNT("max_connections", 500),
@@ -460,6 +461,7 @@ config_load(const char *path, int explicit_path, char *err, size_t errlen)
         c->queue_directory = xstrdup("run/queue");
         c->control_socket = xstrdup("run/control.sock");
     }
+    c->metrics_listen = xstrdup(cfg_getstr(cfg, "metrics_listen"));
     c->hostname = xstrdup(cfg_getstr(cfg, "hostname"));
     if (c->hostname[0] == '\0') {
         char h[256];
@@ -616,6 +618,7 @@ config_free(struct sr_config *c)
     free(c->state_directory);
     free(c->queue_directory);
     free(c->control_socket);
+    free(c->metrics_listen);
     free(c->hostname);
     for (size_t i = 0; c->xforward_networks && i < c->nxforward_networks; i++)
         free(c->xforward_networks[i]);

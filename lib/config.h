@@ -83,6 +83,7 @@ struct sr_config {
     char *state_directory;
     char *queue_directory;
     char *control_socket;
+    char *metrics_listen;       /* "addr:port" of the Prometheus /metrics listener, "" off */
     char *hostname;             /* greeting name; default gethostname() */
     int64_t max_message_size;   /* 30M */
     int64_t max_connections;    /* 500 */

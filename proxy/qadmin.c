@@ -18,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "counter.h"
 #include "daemon.h"
 #include "log.h"
 #include "qadmin.h"
@@ -218,6 +219,7 @@ req_done(void *arg, int status)
     }
     if (r->release && r->ok) {
         log_info("%s: released from the quarantine as %s", r->id, r->new_id);
+        counter_inc(r->d->cnt.released);
     } else if (!r->release) {
         log_info("quarantine delete: %s", r->msg);
     }
