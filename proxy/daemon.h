@@ -53,7 +53,7 @@ struct daemon {
     struct counter_reg *counters;   /* message counters, in `scanrelay status` order */
     struct {
         struct counter *received, *relayed, *rejected, *deferred, *bounced, *quarantined,
-            *discarded, *released;
+            *discarded;
     } cnt;
     struct metrics *metrics;        /* families, histograms, the /metrics listener */
     int64_t started_at;             /* Unix time the daemon started */

@@ -3,7 +3,7 @@
  * the optional HTTP listener that serves all of it to Prometheus.
  *
  * Public calls: metrics_new, metrics_free, metrics_message, metrics_relay,
- * metrics_rule_hit, metrics_refresh_now, metrics_quarantine_usage,
+ * metrics_quarantine_release, metrics_rule_hit, metrics_refresh_now, metrics_quarantine_usage,
  * metrics_listen, metrics_render.
  *
  * Owns: labelled counter families (messages by result and action, relay
@@ -91,7 +91,7 @@ struct metrics {
     pthread_mutex_t mu; /* the families */
     struct family messages, relay, rules;
     struct histogram scan_time, delay;
-    uint64_t bytes_in, bytes_out, queue_sent, queue_bounced;
+    uint64_t bytes_in, bytes_out, queue_sent, queue_bounced, q_released;
 
     /* The quarantine's usage (side pool, every 10 s). */
     struct event *usage_ev;
@@ -293,6 +293,13 @@ metrics_relay(struct metrics *m, int queue, int nsent, int ndeferred, int nbounc
 }
 
 void
+metrics_quarantine_release(struct metrics *m)
+{
+    if (m)
+        m->q_released++;
+}
+
+void
 metrics_rule_hit(struct metrics *m, const char *rule)
 {
     if (m == NULL)
@@ -414,6 +421,8 @@ metrics_render(struct metrics *m, struct evbuffer *out)
     put_counter(out, "scanrelay_queue_bounces_total",
                 "Recipients refused permanently on a retry from the deferred queue (DSN sent).",
                 m->queue_bounced);
+    put_counter(out, "scanrelay_quarantine_releases_total",
+                "Messages released from the quarantine.", m->q_released);
     put_family(m, out, &m->rules);
     put_hist(out, &m->scan_time);
     put_hist(out, &m->delay);

@@ -23,6 +23,8 @@ void metrics_message(struct metrics *m, const char *result, const char *action, 
                      int64_t bytes_out, double delay, double scan_seconds);
 /* Loop thread. Recipients of one delivery attempt by outcome; queue: a retry from the queue. */
 void metrics_relay(struct metrics *m, int queue, int nsent, int ndeferred, int nbounced);
+/* Loop thread. A message released from the quarantine. */
+void metrics_quarantine_release(struct metrics *m);
 /* Any thread. A policy rule decided (or matched) a message. */
 void metrics_rule_hit(struct metrics *m, const char *rule);
 

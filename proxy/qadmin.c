@@ -18,9 +18,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "counter.h"
 #include "daemon.h"
 #include "log.h"
+#include "metrics.h"
 #include "qadmin.h"
 #include "qid.h"
 #include "qstore.h"
@@ -219,7 +219,7 @@ req_done(void *arg, int status)
     }
     if (r->release && r->ok) {
         log_info("%s: released from the quarantine as %s", r->id, r->new_id);
-        counter_inc(r->d->cnt.released);
+        metrics_quarantine_release(r->d->metrics);
     } else if (!r->release) {
         log_info("quarantine delete: %s", r->msg);
     }

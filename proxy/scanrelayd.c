@@ -199,6 +199,7 @@ daemon_reload(struct daemon *d, char *msg, size_t msglen)
                         sizeof(err)) < 0) {
         char e2[64];
         daemon_apply_config(d, old, e2, sizeof(e2));
+        metrics_listen(d->metrics, old->metrics_listen, e2, sizeof(e2));
         relay_configure(d->relay, old->relay, old->hostname, (int)old->relay_connections,
                         (int)old->relay_connect_timeout, (int)old->relay_timeout,
                         (int)old->relay_data_timeout, (int)old->relay_idle_time, e2, sizeof(e2));
@@ -337,8 +338,6 @@ register_counters(struct daemon *d)
                                  "messages with recipients refused permanently downstream");
     d->cnt.quarantined = counter_new(d->counters, "quarantined", "messages quarantined");
     d->cnt.discarded = counter_new(d->counters, "discarded", "messages discarded");
-    d->cnt.released = counter_new(d->counters, "released",
-                                  "messages released from the quarantine");
 }
 
 /* mkdir -p for a folder we own. */
