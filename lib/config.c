@@ -244,6 +244,7 @@ static cfg_opt_t top_opts[] = {
     CFG_STR("queue_directory", NULL, CFGF_NONE),
     CFG_STR("control_socket", NULL, CFGF_NONE),
     CFG_STR("user", NULL, CFGF_NONE),
+    CFG_STR("metrics_listen", "", CFGF_NONE),
     CFG_STR("hostname", "", CFGF_NONE),
     SIZE("max_message_size", 30 * M),
     COUNT("max_connections", 500),
@@ -502,6 +503,7 @@ config_load(const char *path, int explicit_path, char *err, size_t errlen)
     const char *us = cfg_getstr(cfg, "user");
     c->user = xstrdup(us ? us : "scanrelay");
     c->user_explicit = us != NULL;
+    c->metrics_listen = xstrdup(cfg_getstr(cfg, "metrics_listen"));
     c->hostname = xstrdup(cfg_getstr(cfg, "hostname"));
     if (c->hostname[0] == '\0') {
         char h[256];
@@ -675,6 +677,7 @@ config_free(struct sr_config *c)
     free(c->queue_directory);
     free(c->control_socket);
     free(c->user);
+    free(c->metrics_listen);
     free(c->hostname);
     for (size_t i = 0; c->xforward_networks && i < c->nxforward_networks; i++)
         free(c->xforward_networks[i]);

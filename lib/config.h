@@ -110,6 +110,7 @@ struct sr_config {
     char *control_socket;
     char *user;                 /* started as root: drop to it ("scanrelay"); "" = stay */
     int user_explicit;          /* user was set in the file (a missing user is an error) */
+    char *metrics_listen;       /* "addr:port" of the Prometheus /metrics listener, "" off */
     char *hostname;             /* greeting name; default gethostname() */
     int64_t max_message_size;   /* 30M */
     int64_t max_connections;    /* 500 */

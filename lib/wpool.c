@@ -1,11 +1,17 @@
 /*
- * wpool.c - the worker pool: a fixed set of named threads, a bounded FIFO
+ * wpool.c - the worker pool: a set of named threads, a bounded FIFO
  * of jobs, and one completion path back to the libevent loop. The scan
  * pool (scan/scan_pool.c) and the daemon's side work (quarantine writes,
  * strip rewrites, queue file updates, admin verbs) are instances of it.
  *
  * Public calls: wpool_new, wpool_submit, wpool_call, wpool_queued,
- * wpool_running, wpool_pending, wpool_threads, wpool_free.
+ * wpool_running, wpool_pending, wpool_threads, wpool_resize,
+ * wpool_set_max_pending, wpool_free.
+ *
+ * wpool_resize() (loop thread, a reload) starts more threads at once or
+ * lowers the count: a thread over the count leaves when it is idle (never
+ * in the middle of a job) and is joined by the next resize or by
+ * wpool_free.
  *
  * wpool_submit() (loop thread) appends a job under the pool's mutex and
  * signals a worker; it never blocks, and refuses (EAGAIN) when max_pending
@@ -41,8 +47,10 @@ struct wpool {
     char name[16];
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    pthread_t *threads;
-    int nthreads;
+    struct wslot **slots; /* every thread started and not yet joined */
+    int nslots;
+    int nthreads;         /* threads wanted (wpool_resize) */
+    int nlive;            /* threads running their loop */
     size_t max_pending;
     struct wpool_job *qhead, *qtail; /* waiting */
     size_t nqueued;
@@ -52,6 +60,13 @@ struct wpool {
     int stopping;
     int wake[2];
     struct event *wake_ev;
+};
+
+/* A thread of the pool: joined by wpool_free, or reused by a resize once it exited. */
+struct wslot {
+    struct wpool *p;
+    pthread_t t;
+    int exited; /* left its loop after a shrink: join it */
 };
 
 /* A job of wpool_call. */
@@ -64,7 +79,8 @@ struct wcall {
 static void *
 worker_main(void *arg)
 {
-    struct wpool *p = arg;
+    struct wslot *slot = arg;
+    struct wpool *p = slot->p;
 
     pthread_setname_np(pthread_self(), p->name);
     for (;;) {
@@ -72,9 +88,16 @@ worker_main(void *arg)
         int wake;
 
         pthread_mutex_lock(&p->mu);
-        while (!p->stopping && p->qhead == NULL)
+        while (!p->stopping && p->qhead == NULL && p->nlive <= p->nthreads)
             pthread_cond_wait(&p->cv, &p->mu);
         if (p->stopping) {
+            pthread_mutex_unlock(&p->mu);
+            return NULL;
+        }
+        if (p->nlive > p->nthreads) {
+            /* Shrunk: one thread too many leaves (after its job, never during one). */
+            p->nlive--;
+            slot->exited = 1;
             pthread_mutex_unlock(&p->mu);
             return NULL;
         }
@@ -179,17 +202,10 @@ wpool_new(struct event_base *base, const char *name, int nthreads, size_t max_pe
         snprintf(err, errlen, "%s pool: cannot add the wake-up event", name);
         goto bad;
     }
-    p->threads = calloc((size_t)nthreads, sizeof(pthread_t));
-    if (p->threads == NULL) {
-        snprintf(err, errlen, "%s pool: out of memory", name);
+    if ((rc = wpool_resize(p, nthreads)) != 0) {
+        snprintf(err, errlen, "%s pool: cannot start thread %d: %s", name, p->nthreads + 1,
+                 strerror(rc));
         goto bad;
-    }
-    for (int i = 0; i < nthreads; i++) {
-        if ((rc = pthread_create(&p->threads[i], NULL, worker_main, p)) != 0) {
-            snprintf(err, errlen, "%s pool: cannot start thread %d: %s", name, i + 1, strerror(rc));
-            goto bad;
-        }
-        p->nthreads++;
     }
     return p;
 
@@ -301,6 +317,75 @@ wpool_threads(const struct wpool *p)
 }
 
 void
+wpool_set_max_pending(struct wpool *p, size_t max_pending)
+{
+    pthread_mutex_lock(&p->mu);
+    p->max_pending = max_pending;
+    pthread_mutex_unlock(&p->mu);
+}
+
+int
+wpool_resize(struct wpool *p, int nthreads)
+{
+    int rc = 0;
+
+    if (nthreads <= 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        nthreads = n > 0 ? (int)n : 1;
+    }
+
+    /* Join the threads that left after an earlier shrink. */
+    pthread_mutex_lock(&p->mu);
+    for (int i = 0; i < p->nslots;) {
+        if (p->slots[i]->exited) {
+            struct wslot *w = p->slots[i];
+            p->slots[i] = p->slots[--p->nslots];
+            pthread_mutex_unlock(&p->mu);
+            pthread_join(w->t, NULL);
+            free(w);
+            pthread_mutex_lock(&p->mu);
+        } else {
+            i++;
+        }
+    }
+    /* Fewer: the extra threads leave when they are idle. */
+    p->nthreads = nthreads;
+    pthread_cond_broadcast(&p->cv);
+    int start = nthreads - p->nlive;
+    pthread_mutex_unlock(&p->mu);
+
+    /* More: start them (only the loop thread touches slots outside the lock). */
+    for (int i = 0; i < start; i++) {
+        struct wslot **ns = realloc(p->slots, (size_t)(p->nslots + 1) * sizeof(*ns));
+        struct wslot *w = ns ? calloc(1, sizeof(*w)) : NULL;
+        if (ns)
+            p->slots = ns;
+        if (w == NULL) {
+            rc = ENOMEM;
+            break;
+        }
+        w->p = p;
+        pthread_mutex_lock(&p->mu);
+        p->nlive++;
+        pthread_mutex_unlock(&p->mu);
+        if ((rc = pthread_create(&w->t, NULL, worker_main, w)) != 0) {
+            pthread_mutex_lock(&p->mu);
+            p->nlive--;
+            pthread_mutex_unlock(&p->mu);
+            free(w);
+            break;
+        }
+        p->slots[p->nslots++] = w;
+    }
+    if (rc != 0) {
+        pthread_mutex_lock(&p->mu);
+        p->nthreads = p->nlive;
+        pthread_mutex_unlock(&p->mu);
+    }
+    return rc;
+}
+
+void
 wpool_free(struct wpool *p)
 {
     struct wpool_job *queued, *next;
@@ -316,8 +401,10 @@ wpool_free(struct wpool *p)
     p->nqueued = 0;
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
-    for (int i = 0; i < p->nthreads; i++)
-        pthread_join(p->threads[i], NULL);
+    for (int i = 0; i < p->nslots; i++) {
+        pthread_join(p->slots[i]->t, NULL);
+        free(p->slots[i]);
+    }
 
     /* Finished jobs first, then the cancelled ones. */
     deliver(p);
@@ -333,7 +420,7 @@ wpool_free(struct wpool *p)
         close(p->wake[0]);
     if (p->wake[1] >= 0)
         close(p->wake[1]);
-    free(p->threads);
+    free(p->slots);
     pthread_cond_destroy(&p->cv);
     pthread_mutex_destroy(&p->mu);
     free(p);

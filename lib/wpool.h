@@ -63,6 +63,15 @@ size_t wpool_pending(const struct wpool *p);
 int wpool_threads(const struct wpool *p);
 
 /*
+ * Change the number of threads (loop thread; 0: one per core). More start
+ * at once; when fewer, the extra ones leave as they become idle (a running
+ * job always finishes). 0 ok, or an errno value when a thread could not be
+ * started (the pool keeps the threads it has).
+ */
+int wpool_resize(struct wpool *p, int nthreads);
+/* A reload: jobs waiting before submit refuses (0: unbounded). Loop thread. */
+void wpool_set_max_pending(struct wpool *p, size_t max_pending);
+/*
  * Shut down from the loop thread. The one rule: running jobs finish and
  * their done runs (WPOOL_DONE); queued jobs are not run and their done
  * runs with WPOOL_CANCELLED; then the threads are joined and the pool

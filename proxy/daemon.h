@@ -25,6 +25,7 @@ struct counter;
 struct counter_reg;
 struct event;
 struct notifier;
+struct metrics;
 
 struct daemon {
     struct event_base *base;
@@ -49,11 +50,16 @@ struct daemon {
     int nsessions;
     int ntx;                        /* transactions in flight (pipeline) */
     int shutting_down;
+    int scan_starting;              /* a reload switched scanning on: the engine compiles */
+    int msglog_opening;             /* a reload switched the message log on: it opens */
     struct counter_reg *counters;   /* message counters, in `scanrelay status` order */
     struct {
         struct counter *received, *relayed, *rejected, *deferred, *bounced, *quarantined,
             *discarded;
     } cnt;
+    struct metrics *metrics;        /* families, histograms, the /metrics listener */
+    int64_t started_at;             /* Unix time the daemon started */
+    int64_t config_loaded_at;       /* Unix time the configuration in force was loaded */
 };
 
 #endif

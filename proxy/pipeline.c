@@ -33,6 +33,7 @@
 #include "counter.h"
 #include "daemon.h"
 #include "log.h"
+#include "metrics.h"
 #include "msglog.h"
 #include "notice.h"
 #include "pipeline.h"
@@ -157,6 +158,12 @@ log_row(const struct msg_tx *tx, const char *reply)
 static void
 tx_finish(struct msg_tx *tx, const char *reply)
 {
+    const char *action = tx->outcome ? tx->outcome : tx->action ? tx->action : "relayed";
+    metrics_message(tx->d->metrics, tx->result ? tx->result : "unscanned", action, tx->size,
+                    tx->outcome ? 0 : tx->size, clock_mono() - tx->t_begin,
+                    tx->scanned ? tx->sjob.run_time : -1);
+    if (tx->scanned && tx->sjob.result.rule)
+        metrics_rule_hit(tx->d->metrics, tx->sjob.result.rule);
     log_row(tx, reply);
     if (tx->done)
         tx->done(tx, reply, tx->arg);
@@ -315,6 +322,7 @@ relay_done(struct relay_job *job, void *arg)
             break;
         }
     }
+    metrics_relay(d->metrics, 0, nok, ntemp, nperm);
     if (nok)
         pipeline_log(tx, RELAY_OK, "relayed", "sent", NULL);
     if (nperm && (nok || ntemp))

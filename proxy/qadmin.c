@@ -20,6 +20,7 @@
 
 #include "daemon.h"
 #include "log.h"
+#include "metrics.h"
 #include "qadmin.h"
 #include "qid.h"
 #include "qstore.h"
@@ -218,6 +219,7 @@ req_done(void *arg, int status)
     }
     if (r->release && r->ok) {
         log_info("%s: released from the quarantine as %s", r->id, r->new_id);
+        metrics_quarantine_release(r->d->metrics);
     } else if (!r->release) {
         log_info("quarantine delete: %s", r->msg);
     }

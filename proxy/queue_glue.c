@@ -16,6 +16,7 @@
 #include <stdlib.h>
 
 #include "daemon.h"
+#include "metrics.h"
 #include "queue.h"
 #include "queue_glue.h"
 #include "relay.h"
@@ -24,11 +25,50 @@
 
 static struct wpool *glue_pool;
 
+/* A queue delivery attempt, seen on its way back (metrics), then handed to the queue. */
+struct watched_job {
+    struct daemon *d;
+    void (*done)(struct relay_job *job, void *arg);
+    void *arg;
+};
+
+static void
+watched_done(struct relay_job *job, void *arg)
+{
+    struct watched_job *w = arg;
+    int n[3] = {0, 0, 0};
+    for (size_t i = 0; job->res && i < job->env->nrcpt; i++) {
+        enum rcpt_state st = job->env->rcpt[i].state;
+        if ((st == RCPT_PENDING || st == RCPT_DEFERRED) && (int)job->res[i].cls >= 0 &&
+            (int)job->res[i].cls < 3)
+            n[job->res[i].cls]++;
+    }
+    metrics_relay(w->d->metrics, 1, n[RELAY_OK], n[RELAY_TEMP], n[RELAY_PERM]);
+    job->done = w->done;
+    job->arg = w->arg;
+    free(w);
+    job->done(job, job->arg);
+}
+
 static int
 h_submit(void *ctx, struct relay_job *job)
 {
     struct daemon *d = ctx;
-    return relay_submit(d->relay, job);
+    struct watched_job *w = malloc(sizeof(*w));
+    if (w) {
+        w->d = d;
+        w->done = job->done;
+        w->arg = job->arg;
+        job->done = watched_done;
+        job->arg = w;
+    }
+    int rc = relay_submit(d->relay, job);
+    if (rc < 0 && w) {
+        job->done = w->done;
+        job->arg = w->arg;
+        free(w);
+    }
+    return rc;
 }
 
 static int

@@ -112,6 +112,7 @@ struct relay {
     int nactive;               /* jobs submitted and not finished */
     int dispatching;
     int down;                  /* last connection attempt failed */
+    time_t down_since;         /* when down became 1 */
     void (*recovery_cb)(void *);
     void *recovery_arg;
     struct event *defer_ev;    /* runs completions outside relay_submit */
@@ -177,6 +178,15 @@ relay_configure(struct relay *r, const char *relay_addr, const char *helo_name, 
     return 0;
 }
 
+/* The downstream stopped answering: remember since when (status, metrics). */
+static void
+relay_mark_down(struct relay *r)
+{
+    if (!r->down)
+        r->down_since = time(NULL);
+    r->down = 1;
+}
+
 static void
 defer_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -227,6 +237,12 @@ int
 relay_down(const struct relay *r)
 {
     return r->down;
+}
+
+time_t
+relay_down_since(const struct relay *r)
+{
+    return r->down ? r->down_since : 0;
 }
 
 const char *
@@ -375,7 +391,7 @@ conn_fail(struct relay_conn *c, const char *why, int stale_ok)
         }
     }
     if (c->state <= C_HELO)
-        r->down = 1;
+        relay_mark_down(r);
     conn_free(c);
     relay_dispatch(r);
 }
@@ -942,7 +958,7 @@ refused:
         job_finish(c->r, j);
     }
     if (rep->code / 100 != 5)
-        c->r->down = 1;
+        relay_mark_down(c->r);
     c->state = C_QUIT;
     bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
     conn_write(c, "QUIT\r\n", 6);

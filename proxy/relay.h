@@ -3,6 +3,7 @@
 #define SR_RELAY_H
 
 #include <stddef.h>
+#include <time.h>
 #include <sys/types.h>
 
 #include "delivery.h"
@@ -29,6 +30,8 @@ int relay_submit(struct relay *r, struct relay_job *job);
 int relay_busy(const struct relay *r);
 /* 1 while the last connection attempt failed (until one succeeds). */
 int relay_down(const struct relay *r);
+/* While down: when it went down (seconds since the epoch); 0 while up. */
+time_t relay_down_since(const struct relay *r);
 /* "127.0.0.1[127.0.0.1]:10026" */
 const char *relay_name(const struct relay *r);
 /* Called when a connection to the downstream succeeds after it had failed

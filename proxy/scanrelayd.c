@@ -4,6 +4,7 @@
  *
  *   scanrelayd [-c FILE] [-f] [-d]     run (-f: foreground, log to stderr)
  *   scanrelayd -t [-c FILE]            check the configuration, exit 0/1
+ *   scanrelayd -V                      versions of scanrelayd and its libraries
  *
  * Signals: SIGHUP re-reads the configuration (a broken file keeps the old
  * one and logs why); SIGTERM/SIGINT stop accepting, let transactions in
@@ -30,6 +31,7 @@
 #include <event2/listener.h>
 #include <event2/thread.h>
 #include <event2/util.h>
+#include <time.h>
 
 #include "action.h"
 #include "config.h"
@@ -38,17 +40,21 @@
 #include "daemon.h"
 #include "engine.h"
 #include "log.h"
+#include "metrics.h"
 #include "mime.h"
 #include "msglog.h"
 #include "notice.h"
 #include "privdrop.h"
+#include "qdb.h"
 #include "qstore.h"
+#include "reconf.h"
 #include "scan_pool.h"
 #include "wpool.h"
 #include "queue.h"
 #include "queue_glue.h"
 #include "relay.h"
 #include "smtpd.h"
+#include "sr_archive.h"
 #include "xmalloc.h"
 
 static struct daemon daemon_state;
@@ -191,12 +197,14 @@ daemon_reload(struct daemon *d, char *msg, size_t msglen)
     }
     struct sr_config *old = services_config(&d->svc);
     if (daemon_apply_config(d, nc, err, sizeof(err)) < 0 ||
+        metrics_listen(d->metrics, nc->metrics_listen, err, sizeof(err)) < 0 ||
         relay_configure(d->relay, nc->relay, nc->hostname, (int)nc->relay_connections,
                         (int)nc->relay_connect_timeout, (int)nc->relay_timeout,
                         (int)nc->relay_data_timeout, (int)nc->relay_idle_time, err,
                         sizeof(err)) < 0) {
         char e2[64];
         daemon_apply_config(d, old, e2, sizeof(e2));
+        metrics_listen(d->metrics, old->metrics_listen, e2, sizeof(e2));
         relay_configure(d->relay, old->relay, old->hostname, (int)old->relay_connections,
                         (int)old->relay_connect_timeout, (int)old->relay_timeout,
                         (int)old->relay_data_timeout, (int)old->relay_idle_time, e2, sizeof(e2));
@@ -205,33 +213,27 @@ daemon_reload(struct daemon *d, char *msg, size_t msglen)
         snprintf(msg, msglen, "%s; keeping the old configuration", err);
         return -1;
     }
-    /* Things that need a restart. */
-    int same_listen = old->nlisten == nc->nlisten;
-    for (size_t i = 0; same_listen && i < nc->nlisten; i++)
-        same_listen = strcmp(old->listen[i], nc->listen[i]) == 0;
-    if (!same_listen || strcmp(old->queue_directory, nc->queue_directory) ||
-        strcmp(old->state_directory, nc->state_directory) ||
-        strcmp(old->control_socket, nc->control_socket) ||
-        old->scan.enabled != nc->scan.enabled || old->scan.threads != nc->scan.threads ||
-        old->quarantine.retention != nc->quarantine.retention ||
-        old->quarantine.quota != nc->quarantine.quota || old->log.enabled != nc->log.enabled)
-        log_warnx("reload: changes of listen, state_directory, queue_directory, "
-                  "control_socket, scan.enabled, scan.threads, quarantine and log settings "
-                  "take effect after a restart");
+    char changed[600], restart[200];
+    reconf_diff(old, nc, changed, sizeof(changed), restart, sizeof(restart));
     /*
      * The new one is current; the old one lives on while transactions and
      * jobs that started with it hold their references.
      */
     services_set_config(&d->svc, nc);
     old = NULL;
+    d->config_loaded_at = (int64_t)time(NULL);
+    reconf_apply(d);
     if (d->engines) {
         engine_holder_set_config(d->engines, &nc->virus);
         engine_reload_async(d->engines);
     }
-    log_info("reload: configuration %s reloaded%s", nc->path ? nc->path : "(built-in defaults)",
+    snprintf(msg, msglen, "configuration reloaded; changed: %s%s%s%s",
+             changed[0] ? changed : "nothing",
+             restart[0] ? "; needs a restart to apply: " : "", restart,
              d->engines ? "; signature reload started" : "");
-    snprintf(msg, msglen, "configuration reloaded%s",
-             d->engines ? "; signature reload started" : "");
+    if (restart[0])
+        log_warnx("reload: changes of %s take effect after a restart", restart);
+    log_info("reload: configuration %s: %s", nc->path ? nc->path : "(built-in defaults)", msg);
     return 0;
 }
 
@@ -239,34 +241,6 @@ static int
 reload_hook(void *arg, char *msg, size_t msglen)
 {
     return daemon_reload(arg, msg, msglen);
-}
-
-/*
- * Signature databases: where, the first load, reloads.
- */
-
-static void
-db_check_cb(evutil_socket_t fd, short what, void *arg)
-{
-    struct daemon *d = arg;
-    (void)fd;
-    (void)what;
-    if (engine_check_dir(d->engines) == 1)
-        log_info("signature database %s changed: reloading in the background",
-                 services_config(&d->svc)->virus.database_directory);
-}
-
-static void
-db_watch_cb(evutil_socket_t fd, short what, void *arg)
-{
-    struct daemon *d = arg;
-    (void)fd;
-    (void)what;
-    if (engine_watch_read(d->engines) == 1) {
-        /* freshclam writes several files: check once it is done. */
-        struct timeval tv = {2, 0};
-        evtimer_add(d->db_settle_ev, &tv);
-    }
 }
 
 static const struct sr_config *
@@ -307,37 +281,6 @@ open_stores(struct daemon *d)
                                c->state_directory, err, sizeof(err));
     if (d->notifier == NULL)
         log_fatalx("notices: %s", err);
-}
-
-static void
-start_scanning(struct daemon *d)
-{
-    char err[1024];
-    struct sr_config *c = services_config(&d->svc);
-    d->engines = engine_holder_new(&c->virus, err, sizeof(err));
-    if (d->engines == NULL)
-        log_fatalx("cannot load the signature databases: %s", err);
-    /* The engine logs reloads and their failures itself. */
-    /* No pool-wide configuration: every job carries its transaction's reference. */
-    d->scan_pool = scan_pool_new(d->base, d->engines, NULL, (int)c->scan.threads,
-                                 (int)c->scan.max_pending, err, sizeof(err));
-    if (d->scan_pool == NULL)
-        log_fatalx("cannot start the scan threads: %s", err);
-    struct sr_engine *e = engine_holder_get(d->engines);
-    log_info("scanning with ClamAV %s, %u signatures from %s, %d scan threads", engine_version(),
-             engine_signatures(e), c->virus.database_directory, scan_pool_threads(d->scan_pool));
-    engine_unref(e);
-    if (c->virus.check_interval > 0) {
-        struct timeval tv = {c->virus.check_interval, 0};
-        d->db_check_ev = event_new(d->base, -1, EV_PERSIST, db_check_cb, d);
-        evtimer_add(d->db_check_ev, &tv);
-    }
-    int wfd = engine_watch_fd(d->engines);
-    if (wfd >= 0) {
-        d->db_watch_ev = event_new(d->base, wfd, EV_READ | EV_PERSIST, db_watch_cb, d);
-        event_add(d->db_watch_ev, NULL);
-        d->db_settle_ev = evtimer_new(d->base, db_check_cb, d);
-    }
 }
 
 /* Something finished: during a shutdown, exit once nothing is left. */
@@ -388,6 +331,7 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
     d->shutting_down = 1;
     close_listeners(d);
     control_close();
+    metrics_listen(d->metrics, "", NULL, 0);
     smtpd_shutdown_all(d);
     relay_close_idle(d->relay);
     struct timeval tv = {services_config(&d->svc)->shutdown_timeout, 0};
@@ -436,10 +380,12 @@ usage(void)
 {
     fprintf(stderr, "usage: scanrelayd [-c FILE] [-f] [-d]\n"
                     "       scanrelayd -t [-c FILE]\n"
+                    "       scanrelayd -V\n"
                     "  -c FILE  configuration (default %s)\n"
                     "  -f       stay in the foreground, log to stderr\n"
                     "  -d       debug logging\n"
-                    "  -t       check the configuration and exit\n",
+                    "  -t       check the configuration and exit\n"
+                    "  -V       print the versions of scanrelayd and its libraries\n",
             SR_DEFAULT_CONFIG);
     exit(2);
 }
@@ -451,8 +397,18 @@ main(int argc, char **argv)
     int foreground = 0, test = 0, debug = 0, ch;
     char err[1024];
 
-    while ((ch = getopt(argc, argv, "c:fdth")) != -1) {
+    while ((ch = getopt(argc, argv, "c:fdthV")) != -1) {
         switch (ch) {
+        case 'V':
+            printf("scanrelayd %s\n"
+                   "libclamav %s\n"
+                   "libevent %s\n"
+                   "GMime %s\n"
+                   "%s\n"
+                   "SQLite %s\n",
+                   SCANRELAY_VERSION, engine_version(), event_get_version(),
+                   mime_library_version(), arch_library_version(), qdb_sqlite_version());
+            return 0;
         case 'c':
             config_path = optarg;
             config_explicit = 1;
@@ -505,6 +461,15 @@ main(int argc, char **argv)
                         cfg->path ? cfg->path : "(defaults)", cfg->listen[i]);
                 return 1;
             }
+    }
+    if (cfg->metrics_listen[0]) {
+        struct sockaddr_storage ss;
+        int len = sizeof(ss);
+        if (evutil_parse_sockaddr_port(cfg->metrics_listen, (struct sockaddr *)&ss, &len) < 0) {
+            fprintf(stderr, "scanrelayd: %s: metrics_listen: bad address '%s' (use IP:PORT)\n",
+                    cfg->path ? cfg->path : "(defaults)", cfg->metrics_listen);
+            return 1;
+        }
     }
     if (test) {
         struct event_base *b = event_base_new();
@@ -567,6 +532,7 @@ main(int argc, char **argv)
         log_fatal("cannot detach from the terminal");
 
     register_counters(d);
+    d->started_at = d->config_loaded_at = (int64_t)time(NULL);
     evthread_use_pthreads();
     d->base = event_base_new();
     if (d->base == NULL)
@@ -589,13 +555,13 @@ main(int argc, char **argv)
     if (queue_glue_open(d, err, sizeof(err)) < 0)
         log_fatalx("%s", err);
     open_stores(d);
+    d->metrics = metrics_new(d);
+    metrics_refresh_now(d->metrics);
     if (cfg->scan.enabled) {
         engine_fallback_database(&cfg->virus, cfg->path != NULL,
                                  SCANRELAY_SOURCE_DIR "/share/signatures");
-        mime_global_init();
-        if (engine_global_init(err, sizeof(err)) < 0)
-            log_fatalx("libclamav: %s", err);
-        start_scanning(d);
+        if (reconf_scan_start(d, err, sizeof(err)) < 0)
+            log_fatalx("cannot start scanning: %s", err);
     } else {
         log_info("scanning is off (scan { enabled = no }): messages are relayed unscanned");
     }
@@ -603,6 +569,8 @@ main(int argc, char **argv)
     if (d->nlisteners == 0)
         open_listeners(d);
     if (control_open(d, err, sizeof(err)) < 0)
+        log_fatalx("%s", err);
+    if (metrics_listen(d->metrics, cfg->metrics_listen, err, sizeof(err)) < 0)
         log_fatalx("%s", err);
 
     int sigs[] = {SIGHUP, SIGTERM, SIGINT};
@@ -627,7 +595,6 @@ main(int argc, char **argv)
              cfg->relay);
     sd_notify_msg("READY=1");
 
-    int scanning = cfg->scan.enabled;
     cfg = NULL; /* from here on, a reload may free it */
     event_base_dispatch(d->base);
 
@@ -644,6 +611,8 @@ main(int argc, char **argv)
         scan_pool_free(d->scan_pool);
     wpool_free(d->side_pool); /* after the scans: a finished scan may start side work */
     notifier_free(d->notifier); /* after its state writes, before the queue */
+    metrics_free(d->metrics); /* after the pools whose completions feed it */
+    d->metrics = NULL;
     if (d->engines)
         engine_holder_free(d->engines);
     struct event *evs[] = {d->db_check_ev, d->db_watch_ev, d->db_settle_ev};
@@ -653,7 +622,7 @@ main(int argc, char **argv)
     if (d->msglog)
         msglog_close(d->msglog);
     qstore_close(d->qstore);
-    if (scanning)
+    if (d->engines)
         mime_global_shutdown();
     queue_glue_close(d);
     relay_free(d->relay);

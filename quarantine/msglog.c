@@ -5,7 +5,7 @@
  * whatever the number of rows.
  *
  * Public calls: msglog_open, msglog_open_ro, msglog_close, msglog_append,
- * msglog_flush, msglog_counters, msglog_purge, msglog_query, msglog_stats,
+ * msglog_flush, msglog_set_retention, msglog_counters, msglog_purge, msglog_query, msglog_stats,
  * msglog_top, msglog_path.
  *
  * Writing. msglog_append copies the row into one allocation and pushes it
@@ -416,6 +416,15 @@ msglog_append(struct msglog *log, const struct msglog_row *row)
     return 0;
 }
 
+void
+msglog_set_retention(struct msglog *log, int64_t retention)
+{
+    pthread_mutex_lock(&log->qmu);
+    log->o.retention = retention;
+    pthread_cond_broadcast(&log->qcv);
+    pthread_mutex_unlock(&log->qmu);
+}
+
 int
 msglog_flush(struct msglog *log)
 {
@@ -647,8 +656,11 @@ writer_main(void *arg)
 
         /* Retention, one slice between batches. */
         long purged = 0;
-        if (log->o.retention > 0 && time(NULL) >= next_purge) {
-            purged = msglog_purge(log, 0, log->o.retention, PURGE_TXN);
+        pthread_mutex_lock(&log->qmu);
+        int64_t retention = log->o.retention;
+        pthread_mutex_unlock(&log->qmu);
+        if (retention > 0 && time(NULL) >= next_purge) {
+            purged = msglog_purge(log, 0, retention, PURGE_TXN);
             if (purged < PURGE_TXN)
                 next_purge = time(NULL) + (time_t)log->o.purge_interval;
         }

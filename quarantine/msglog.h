@@ -63,6 +63,8 @@ void msglog_close(struct msglog *log);
  * full, no memory, read-only log); drops are counted. Any thread.
  */
 int msglog_append(struct msglog *log, const struct msglog_row *row);
+/* A reload: the writer's retention from now on (seconds, 0 never). Any thread. */
+void msglog_set_retention(struct msglog *log, int64_t retention);
 /* Wait until everything appended so far is committed (tests, shutdown). */
 int msglog_flush(struct msglog *log);
 

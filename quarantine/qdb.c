@@ -249,3 +249,9 @@ qdb_add_key_filters(char *sql, size_t cap, size_t *len, int *idx, const char *rc
 #undef ADD
     return 0;
 }
+
+const char *
+qdb_sqlite_version(void)
+{
+    return sqlite3_libversion();
+}

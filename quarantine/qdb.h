@@ -54,5 +54,7 @@ char *qjoin(const char *const *v, size_t n, char sep);
 /* Split a copy of s at sep; *out is an array of n pointers into the same
    allocation (free(*out) frees all). -1 when out of memory. */
 int qsplit(const char *s, char sep, char ***out, size_t *n);
+/* The SQLite library in use ("3.40.1"). */
+const char *qdb_sqlite_version(void);
 
 #endif

@@ -7,7 +7,7 @@
  * Public calls: qstore_open, qstore_close, qstore_check, qstore_put,
  * qstore_put_many, qstore_query, qstore_get, qstore_open_message,
  * qmsg_read, qmsg_close, qstore_copy_message, qstore_set_state,
- * qstore_delete, qstore_purge, qstore_purger_start/stop, qstore_usage.
+ * qstore_delete, qstore_purge, qstore_purger_start/set/stop, qstore_usage.
  *
  * Durability. A put writes the file under a temporary name (".ID.tmp"),
  * fsyncs it, renames it into place, fsyncs the folder (lib/safefile.c's
@@ -198,6 +198,7 @@ struct qstore {
     pthread_mutex_t pmu;
     pthread_cond_t pcv;
     int64_t p_retention, p_quota, p_interval;
+    int p_kick; /* qstore_purger_set: run a pass now */
 };
 
 /*
@@ -1339,10 +1340,11 @@ purger_main(void *arg)
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
         until.tv_sec += (time_t)qs->p_interval;
-        while (!qs->purger_stop) {
+        while (!qs->purger_stop && !qs->p_kick) {
             if (pthread_cond_timedwait(&qs->pcv, &qs->pmu, &until) == ETIMEDOUT)
                 break;
         }
+        qs->p_kick = 0;
     }
     pthread_mutex_unlock(&qs->pmu);
     return NULL;
@@ -1363,6 +1365,19 @@ qstore_purger_start(struct qstore *qs, int64_t retention, int64_t quota_bytes, i
         return -1;
     qs->purger_running = 1;
     return 0;
+}
+
+void
+qstore_purger_set(struct qstore *qs, int64_t retention, int64_t quota_bytes)
+{
+    pthread_mutex_lock(&qs->pmu);
+    if (qs->p_retention != retention || qs->p_quota != quota_bytes) {
+        qs->p_retention = retention;
+        qs->p_quota = quota_bytes;
+        qs->p_kick = 1;
+        pthread_cond_broadcast(&qs->pcv);
+    }
+    pthread_mutex_unlock(&qs->pmu);
 }
 
 void

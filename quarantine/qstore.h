@@ -183,6 +183,8 @@ long qstore_purge(struct qstore *qs, int64_t now, int64_t retention, int64_t quo
  */
 int qstore_purger_start(struct qstore *qs, int64_t retention, int64_t quota_bytes,
                         int64_t interval);
+/* A reload: new limits for the running purger, which makes a pass at once. Any thread. */
+void qstore_purger_set(struct qstore *qs, int64_t retention, int64_t quota_bytes);
 void qstore_purger_stop(struct qstore *qs);
 
 /* Compressed bytes on disk and messages with a file (held or released). */

@@ -25,6 +25,12 @@
  * before the current engine was loaded; an inotify descriptor tells the
  * daemon when to look sooner.
  *
+ * engine_load() also records the database files it loaded from (name,
+ * version and build time from a .cvd/.cld/.cud header, or the mtime and
+ * signature lines of a plain set): engine_dbinfo() hands them to status
+ * and metrics; the holder remembers when the last reload ended and what
+ * it said (engine_holder_last_reload).
+ *
  * Failures are returned with a message (err, errlen); nothing here exits.
  * libclamav's own error messages go to our log (warning level) and the
  * last one of a load is appended to the load's error message.
@@ -38,8 +44,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -56,6 +64,10 @@ struct sr_engine {
      * slot chosen by the digest itself; a newer digest takes the slot. */
     pthread_mutex_t cache_mu;
     unsigned char (*cache)[ENGINE_DIGEST_LEN];
+    /* The database files it was loaded from (engine_dbinfo). */
+    struct engine_dbinfo *db;
+    size_t ndb;
+    int64_t loaded_at;
 };
 
 #define CLEAN_CACHE_SLOTS 8192
@@ -184,6 +196,145 @@ set_num(struct cl_engine *cl, enum cl_engine_field f, const char *what, long lon
     return 0;
 }
 
+/*
+ * Database file information (status, metrics).
+ */
+
+/* ClamAV's database file types: containers with a header, and plain sets. */
+static const char *const db_container_ext[] = {".cvd", ".cld", ".cud"};
+static const char *const db_plain_ext[] = {
+    ".db",  ".hdb", ".hsb", ".hdu", ".hsu", ".mdb", ".msb", ".mdu", ".msu", ".ndb",
+    ".ndu", ".ldb", ".ldu", ".idb", ".cdb", ".cfg", ".crb", ".fp",  ".sfp", ".ign",
+    ".ign2", ".ftm", ".pdb", ".gdb", ".wdb", ".zmd", ".rmd", ".imp", ".cat", ".crt",
+    ".pwdb", ".info", ".yar", ".yara", ".cbc"};
+
+static int
+has_ext(const char *name, const char *const *exts, size_t n)
+{
+    const char *dot = strrchr(name, '.');
+    if (dot == NULL || dot == name)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (strcasecmp(dot, exts[i]) == 0)
+            return 1;
+    return 0;
+}
+
+int
+engine_cvd_header(const char *buf, size_t len, struct engine_dbinfo *out)
+{
+    char head[ENGINE_CVD_HEADER + 1];
+    if (len < ENGINE_CVD_HEADER || strncmp(buf, "ClamAV-VDB:", 11) != 0)
+        return -1;
+    memcpy(head, buf, ENGINE_CVD_HEADER);
+    head[ENGINE_CVD_HEADER] = '\0';
+    /* The header is padded with blanks: libclamav's parser takes the last field to the end. */
+    for (size_t n = ENGINE_CVD_HEADER; n > 0 && (head[n - 1] == ' ' || head[n - 1] == '\0' ||
+                                                head[n - 1] == '\n');
+         n--)
+        head[n - 1] = '\0';
+    struct cl_cvd *cvd = cl_cvdparse(head);
+    if (cvd == NULL)
+        return -1;
+    snprintf(out->version, sizeof(out->version), "%u", cvd->version);
+    out->signatures = cvd->sigs;
+    out->build_time = (int64_t)cvd->stime;
+    cl_cvdfree(cvd);
+    return 0;
+}
+
+/* Lines that hold a signature in a plain database (not blank, not a comment). */
+static unsigned
+count_sig_lines(const char *path)
+{
+    FILE *f = fopen(path, "re");
+    char line[8192];
+    unsigned n = 0;
+    int bol = 1;
+    if (f == NULL)
+        return 0;
+    while (fgets(line, sizeof(line), f)) {
+        if (bol && line[0] != '#' && line[0] != '\n' && line[0] != '\r')
+            n++;
+        bol = strchr(line, '\n') != NULL;
+    }
+    fclose(f);
+    return n;
+}
+
+static int
+db_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct engine_dbinfo *)a)->file, ((const struct engine_dbinfo *)b)->file);
+}
+
+/* The database files in dir, sorted by name; NULL (and *n 0) when none or no memory. */
+static struct engine_dbinfo *
+db_scan_dir(const char *dir, size_t *n)
+{
+    struct engine_dbinfo *v = NULL;
+    size_t cap = 0;
+    DIR *d = opendir(dir);
+    struct dirent *de;
+
+    *n = 0;
+    if (d == NULL)
+        return NULL;
+    while ((de = readdir(d)) != NULL) {
+        char path[4096];
+        struct stat st;
+        int container = has_ext(de->d_name, db_container_ext, 3);
+        if (de->d_name[0] == '.' ||
+            (!container && !has_ext(de->d_name, db_plain_ext,
+                                    sizeof(db_plain_ext) / sizeof(db_plain_ext[0]))))
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+        if (stat(path, &st) < 0 || !S_ISREG(st.st_mode))
+            continue;
+        if (*n == cap) {
+            size_t ncap = cap ? cap * 2 : 8;
+            struct engine_dbinfo *nv = realloc(v, ncap * sizeof(*v));
+            if (nv == NULL)
+                break;
+            v = nv;
+            cap = ncap;
+        }
+        struct engine_dbinfo *di = &v[*n];
+        memset(di, 0, sizeof(*di));
+        snprintf(di->file, sizeof(di->file), "%.127s", de->d_name);
+        di->build_time = (int64_t)st.st_mtim.tv_sec;
+        if (container) {
+            char head[ENGINE_CVD_HEADER];
+            int fd = open(path, O_RDONLY | O_CLOEXEC);
+            ssize_t r = fd >= 0 ? read(fd, head, sizeof(head)) : -1;
+            if (fd >= 0)
+                close(fd);
+            if (r < 0 || engine_cvd_header(head, (size_t)r, di) < 0)
+                di->version[0] = '\0';
+        } else {
+            di->signatures = count_sig_lines(path);
+        }
+        (*n)++;
+    }
+    closedir(d);
+    if (*n > 1)
+        qsort(v, *n, sizeof(*v), db_cmp);
+    return v;
+}
+
+size_t
+engine_dbinfo(const struct sr_engine *e, const struct engine_dbinfo **out)
+{
+    *out = e->db;
+    return e->ndb;
+}
+
+int64_t
+engine_loaded_at(const struct sr_engine *e)
+{
+    return e->loaded_at;
+}
+
 struct sr_engine *
 engine_load(const struct sr_config_virus *vc, char *err, size_t errlen)
 {
@@ -274,6 +425,8 @@ engine_load(const struct sr_config_virus *vc, char *err, size_t errlen)
     atomic_init(&e->refs, 1);
     e->sigs = sigs;
     e->gen = atomic_fetch_add(&engine_gen_next, 1);
+    e->loaded_at = (int64_t)time(NULL);
+    e->db = db_scan_dir(dir, &e->ndb);
     return e;
 
 bad:
@@ -297,6 +450,7 @@ engine_unref(struct sr_engine *e)
         cl_engine_free(e->cl);
         pthread_mutex_destroy(&e->cache_mu);
         free(e->cache);
+        free(e->db);
         free(e);
     }
 }
@@ -420,6 +574,8 @@ struct engine_holder {
     void *cb_arg;
     int inotify_fd;
     int dir_err_logged;
+    int64_t reload_at;     /* when the last reload ended (0: none yet) */
+    char reload_msg[256];  /* and what it said */
 };
 
 /* FNV-1a over a byte string. */
@@ -549,6 +705,17 @@ engine_holder_free(struct engine_holder *h)
     free(h);
 }
 
+void
+engine_holder_last_reload(struct engine_holder *h, int64_t *when, int *ok, char *msg,
+                          size_t msglen)
+{
+    pthread_mutex_lock(&h->mu);
+    *when = h->reload_at;
+    *ok = h->last_ok;
+    snprintf(msg, msglen, "%s", h->reload_msg);
+    pthread_mutex_unlock(&h->mu);
+}
+
 struct sr_engine *
 engine_holder_get(struct engine_holder *h)
 {
@@ -610,13 +777,16 @@ reload_main(void *arg)
             old = h->cur;
             h->cur = e;
             h->last_ok = 1;
+            h->reload_at = (int64_t)time(NULL);
             snprintf(msg, sizeof(msg), "signatures reloaded: %u signatures from %s",
                      e->sigs, vc.database_directory);
         } else {
             h->last_ok = 0;
+            h->reload_at = (int64_t)time(NULL);
             snprintf(msg, sizeof(msg), "virus database reload failed, keeping the old one: %s",
                      err);
         }
+        snprintf(h->reload_msg, sizeof(h->reload_msg), "%.255s", msg);
         cb = h->cb;
         cb_arg = h->cb_arg;
         pthread_mutex_unlock(&h->mu);

@@ -44,6 +44,27 @@ unsigned engine_signatures(const struct sr_engine *e);
 uint64_t engine_generation(const struct sr_engine *e);
 
 /*
+ * The database files an engine was loaded from (sorted by name, valid
+ * while the engine lives). Containers (.cvd, .cld, .cud) give the version,
+ * signature count and build time of their 512-byte header
+ * ("ClamAV-VDB:time:version:sigs:flevel:md5:dsig:builder:stime"); plain
+ * sets (.ndb, .hdb, ...) an empty version, their mtime and the count of
+ * signature lines.
+ */
+struct engine_dbinfo {
+    char file[128];
+    char version[32];
+    int64_t build_time; /* seconds since the epoch */
+    unsigned signatures;
+};
+#define ENGINE_CVD_HEADER 512
+size_t engine_dbinfo(const struct sr_engine *e, const struct engine_dbinfo **out);
+/* When the engine was compiled (seconds since the epoch). */
+int64_t engine_loaded_at(const struct sr_engine *e);
+/* Parse a container header (len >= 512 bytes): fills version, signatures, build_time; 0 or -1. */
+int engine_cvd_header(const char *buf, size_t len, struct engine_dbinfo *out);
+
+/*
  * Scan one in-memory object (a decoded MIME part, or a whole message) with
  * all of libclamav's parsers and unpackers. name: the object's file name
  * or NULL. The callbacks run in the calling thread during the scan:
@@ -113,6 +134,13 @@ void engine_holder_on_reload(struct engine_holder *h, engine_reload_cb cb, void 
  * could not be created (logged).
  */
 int engine_reload_async(struct engine_holder *h);
+
+/*
+ * The last reload that ended (background reloads only): when (0: none
+ * since start), whether it succeeded, and its message.
+ */
+void engine_holder_last_reload(struct engine_holder *h, int64_t *when, int *ok, char *msg,
+                               size_t msglen);
 
 /* Block until no reload runs; returns 1 if the last one succeeded. For tests and -t. */
 int engine_reload_wait(struct engine_holder *h);

@@ -1434,3 +1434,12 @@ mime_global_shutdown(void)
 {
     g_mime_shutdown();
 }
+
+const char *
+mime_library_version(void)
+{
+    static char v[32];
+    snprintf(v, sizeof(v), "%u.%u.%u", gmime_major_version, gmime_minor_version,
+             gmime_micro_version);
+    return v;
+}

@@ -77,5 +77,7 @@ int mime_walk(struct mime_msg *m, int (*cb)(void *arg, const struct mime_part_in
 /* One-time library set-up / tear-down (g_mime_init); call from main. */
 void mime_global_init(void);
 void mime_global_shutdown(void);
+/* The GMime library in use ("3.2.13"). */
+const char *mime_library_version(void);
 
 #endif

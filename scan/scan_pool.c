@@ -4,7 +4,8 @@
  * current engine for as long as it runs.
  *
  * Public calls: scan_pool_new, scan_pool_submit, scan_pool_queued,
- * scan_pool_running, scan_pool_threads, scan_pool_free.
+ * scan_pool_running, scan_pool_threads, scan_pool_resize,
+ * scan_pool_set_max_pending, scan_pool_free.
  *
  * A job takes a reference to the current engine (engine_holder_get) when
  * it starts, runs scan_message (or its own work function), and drops the
@@ -126,6 +127,18 @@ int
 scan_pool_threads(const struct scan_pool *p)
 {
     return wpool_threads(p->wp);
+}
+
+int
+scan_pool_resize(struct scan_pool *p, int nthreads)
+{
+    return wpool_resize(p->wp, nthreads);
+}
+
+void
+scan_pool_set_max_pending(struct scan_pool *p, int max_pending)
+{
+    wpool_set_max_pending(p->wp, max_pending > 0 ? (size_t)max_pending : 0);
 }
 
 void

@@ -75,6 +75,10 @@ int scan_pool_submit(struct scan_pool *p, struct scan_job *job, scan_done_fn don
 size_t scan_pool_queued(struct scan_pool *p);
 size_t scan_pool_running(struct scan_pool *p);
 int scan_pool_threads(const struct scan_pool *p);
+/* A reload: change the number of threads (wpool_resize); 0 or an errno value. */
+int scan_pool_resize(struct scan_pool *p, int nthreads);
+/* A reload: jobs waiting before submit refuses (0: unbounded). */
+void scan_pool_set_max_pending(struct scan_pool *p, int max_pending);
 
 /*
  * Shut down from the loop thread: waits for the running jobs (their done

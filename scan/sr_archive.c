@@ -946,3 +946,9 @@ arch_walk(struct arch_budget *b, const void *data, size_t len, const char *locat
         return ARCH_STOPPED;
     return walk_buffer(b, data, len, 1, location);
 }
+
+const char *
+arch_library_version(void)
+{
+    return archive_version_string();
+}

@@ -110,5 +110,7 @@ int arch_sniff(const void *data, size_t len);
  * the first header).
  */
 int arch_walk(struct arch_budget *b, const void *data, size_t len, const char *location);
+/* The libarchive in use ("libarchive 3.6.2"). */
+const char *arch_library_version(void);
 
 #endif

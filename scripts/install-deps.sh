@@ -11,7 +11,7 @@ PKGS="build-essential cmake pkg-config python3
       libevent-dev libconfuse-dev libsystemd-dev libcmocka-dev
       libclamav-dev libgmime-3.0-dev libarchive-dev zlib1g-dev libsqlite3-dev
       postfix swaks clamav clamav-testfiles clamsmtp clamav-daemon
-      procps iproute2 sqlite3
+      procps iproute2 sqlite3 prometheus
       debhelper lintian"
 missing=""
 for p in $PKGS; do
@@ -23,7 +23,8 @@ if [ -n "$missing" ]; then
     apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 # Packaged daemons are not ours to run: tests start private instances.
-for s in postfix clamav-daemon clamav-freshclam clamsmtp; do
+# (prometheus is installed for its promtool only.)
+for s in postfix clamav-daemon clamav-freshclam clamsmtp prometheus; do
     if command -v systemctl >/dev/null 2>&1; then
         systemctl stop "$s" >/dev/null 2>&1 || true
     fi

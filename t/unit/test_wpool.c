@@ -230,6 +230,63 @@ test_call(void **state)
     event_base_free(base);
 }
 
+/* wpool_resize: more threads start at once; fewer: the extra ones leave when idle. */
+static void
+test_resize(void **state)
+{
+    char err[256];
+    struct tjob jobs[6];
+    (void)state;
+    reset();
+    base = event_base_new();
+    struct wpool *p = wpool_new(base, "sr-test", 1, 0, err, sizeof(err));
+    assert_non_null(p);
+    for (int i = 0; i < 6; i++)
+        tjob_init(&jobs[i], 1);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(wpool_submit(p, &jobs[i].job), 0);
+    wait_started(1);
+    assert_int_equal((int)wpool_queued(p), 2);
+    /* Grow: the two waiting jobs start while the first still blocks. */
+    assert_int_equal(wpool_resize(p, 3), 0);
+    assert_int_equal(wpool_threads(p), 3);
+    wait_started(3);
+    assert_int_equal((int)wpool_running(p), 3);
+    pthread_mutex_lock(&gate_mu);
+    gate_open = 1;
+    pthread_cond_broadcast(&gate_cv);
+    pthread_mutex_unlock(&gate_mu);
+    loop_until(3);
+
+    /* Shrink to one: two blocking jobs run one at a time. */
+    assert_int_equal(wpool_resize(p, 1), 0);
+    assert_int_equal(wpool_threads(p), 1);
+    pthread_mutex_lock(&gate_mu);
+    gate_open = 0;
+    pthread_mutex_unlock(&gate_mu);
+    assert_int_equal(wpool_submit(p, &jobs[3].job), 0);
+    assert_int_equal(wpool_submit(p, &jobs[4].job), 0);
+    wait_started(4);
+    for (int i = 0; i < 2000; i++) {
+        assert_int_equal((int)wpool_running(p), 1);
+        assert_int_equal((int)wpool_queued(p), 1);
+        sched_yield();
+    }
+    pthread_mutex_lock(&gate_mu);
+    gate_open = 1;
+    pthread_cond_broadcast(&gate_cv);
+    pthread_mutex_unlock(&gate_mu);
+    loop_until(5);
+    /* Grow again (reuses nothing stale), then shut down with everything joined. */
+    assert_int_equal(wpool_resize(p, 2), 0);
+    assert_int_equal(wpool_submit(p, &jobs[5].job), 0);
+    loop_until(6);
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(jobs[i].completed, 1);
+    wpool_free(p);
+    event_base_free(base);
+}
+
 int
 main(void)
 {
@@ -238,6 +295,7 @@ main(void)
         cmocka_unit_test(test_bounded_queue),
         cmocka_unit_test(test_shutdown_rule),
         cmocka_unit_test(test_call),
+        cmocka_unit_test(test_resize),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
