@@ -8,6 +8,7 @@
  *   scanrelay quarantine show ID [--raw]
  *   scanrelay quarantine release ID [--to ADDR...]
  *   scanrelay quarantine delete ID...
+ *   scanrelay quarantine stats               (cmd_qstats.c)
  *
  * list and show open the index read-only (quarantine/qstore.h) and work
  * whether or not the daemon runs. Filters: addresses compare without case,
@@ -733,6 +734,8 @@ cmd_quarantine(struct cli_opts *o, int argc, char **argv)
         return quarantine_release(o, argc, argv);
     if (strcmp(argv[1], "delete") == 0)
         return quarantine_delete(o, argc, argv);
-    fprintf(stderr, "usage: scanrelay [-j] quarantine list|show|release|delete ...\n");
+    if (strcmp(argv[1], "stats") == 0)
+        return quarantine_stats(o, argc, argv);
+    fprintf(stderr, "usage: scanrelay [-j] quarantine list|show|release|delete|stats ...\n");
     return 2;
 }

@@ -4,7 +4,9 @@
  * connection and answering "* data" lines and a final "OK"/"ERR" line, as
  * lib/ctl.h describes. Verbs: status, reload, and the queue actions
  * (flush, delete, hold, release, requeue), which go to queue_control (answered
- * later: the verbs run off the loop).
+ * later: the verbs run off the loop), qrelease/qdelete (qadmin.c) and report
+ * (the daily report now, health.c). status lists the active health alerts
+ * as "alert: NAME SINCE TEXT" lines.
  *
  * A stale socket file from a dead daemon is replaced; a live one (connect
  * succeeds) is an error: two daemons must not share a queue.
@@ -29,6 +31,7 @@
 #include "counter.h"
 #include "ctl.h"
 #include "daemon.h"
+#include "health.h"
 #include "log.h"
 #include "qadmin.h"
 #include "queue.h"
@@ -149,6 +152,8 @@ ctl_handle(struct ctl_client *c, char *line)
         sl.len = (size_t)snprintf(sl.buf, sizeof(sl.buf), "messages:");
         counter_reg_each(d->counters, status_counter, &sl);
         ctl_out(c, sl.buf);
+        if (d->health)
+            health_status(d->health, ctl_out, c);
         ctl_final(c, 1, "running");
         return;
     }
@@ -167,6 +172,16 @@ ctl_handle(struct ctl_client *c, char *line)
         c->pending = 1;
         bufferevent_disable(c->bev, EV_READ);
         queue_control(d->queue, argv[0], argv + 1, argc - 1, ctl_async_out, ctl_async_done, c);
+        return;
+    }
+    if (strcmp(argv[0], "report") == 0) {
+        if (d->health == NULL) {
+            ctl_final(c, 0, "no health checks");
+            return;
+        }
+        c->pending = 1;
+        bufferevent_disable(c->bev, EV_READ);
+        health_report_now(d->health, ctl_async_done, c);
         return;
     }
     if (strcmp(argv[0], "qrelease") == 0) {

@@ -24,6 +24,7 @@ struct wpool;
 struct counter;
 struct counter_reg;
 struct event;
+struct health;
 
 struct daemon {
     struct event_base *base;
@@ -37,6 +38,7 @@ struct daemon {
     struct scan_pool *scan_pool;   /* scan threads, or NULL when scanning is off */
     struct qstore *qstore;         /* the quarantine store */
     struct msglog *msglog;         /* the message log, or NULL (log { enabled = no }) */
+    struct health *health;         /* health alerts and the daily report, or NULL */
     struct wpool *side_pool;       /* "sr-work": quarantine writes, strip rewrites, admin work */
     struct event *db_check_ev;     /* periodic signature directory check */
     struct event *db_watch_ev;     /* inotify on the signature directory */

@@ -37,6 +37,7 @@
 #include "counter.h"
 #include "daemon.h"
 #include "engine.h"
+#include "health.h"
 #include "log.h"
 #include "mime.h"
 #include "msglog.h"
@@ -208,11 +209,14 @@ daemon_reload(struct daemon *d, char *msg, size_t msglen)
         strcmp(old->state_directory, nc->state_directory) ||
         strcmp(old->control_socket, nc->control_socket) ||
         old->scan.enabled != nc->scan.enabled || old->scan.threads != nc->scan.threads ||
-        old->quarantine.retention != nc->quarantine.retention ||
-        old->quarantine.quota != nc->quarantine.quota || old->log.enabled != nc->log.enabled)
+        old->log.enabled != nc->log.enabled || old->log.queue_max != nc->log.queue_max)
         log_warnx("reload: changes of listen, state_directory, queue_directory, "
-                  "control_socket, scan.enabled, scan.threads, quarantine and log settings "
+                  "control_socket, scan.enabled, scan.threads, log.enabled and log.queue_max "
                   "take effect after a restart");
+    /* Quarantine retention and quota, message log retention: now. */
+    qstore_purger_set(d->qstore, nc->quarantine.retention, nc->quarantine.quota);
+    if (d->msglog)
+        msglog_set_retention(d->msglog, nc->log.retention);
     /*
      * The new one is current; the old one lives on while transactions and
      * jobs that started with it hold their references.
@@ -223,6 +227,8 @@ daemon_reload(struct daemon *d, char *msg, size_t msglen)
         engine_holder_set_config(d->engines, &nc->virus);
         engine_reload_async(d->engines);
     }
+    if (d->health)
+        health_check_now(d->health); /* new thresholds */
     log_info("reload: configuration %s reloaded%s", nc->path ? nc->path : "(built-in defaults)",
              d->engines ? "; signature reload started" : "");
     snprintf(msg, msglen, "configuration reloaded%s",
@@ -282,7 +288,8 @@ open_stores(struct daemon *d)
         log_warnx("quarantine: cannot start the retention purger");
     if (c->log.enabled) {
         char path[4096];
-        struct msglog_opts o = {.retention = c->log.retention};
+        struct msglog_opts o = {.retention = c->log.retention,
+                                .queue_max = (size_t)c->log.queue_max};
         snprintf(path, sizeof(path), "%s/messages.db", c->state_directory);
         d->msglog = msglog_open(path, &o, err, sizeof(err));
         if (d->msglog == NULL)
@@ -293,6 +300,15 @@ open_stores(struct daemon *d)
         log_fatalx("%s", err);
 }
 
+/* A signature reload ended (the reload thread). */
+static void
+reload_result_cb(void *arg, int ok, const char *msg)
+{
+    struct daemon *d = arg;
+    if (d->health)
+        health_reload_result(d->health, ok, msg);
+}
+
 static void
 start_scanning(struct daemon *d)
 {
@@ -301,7 +317,8 @@ start_scanning(struct daemon *d)
     d->engines = engine_holder_new(&c->virus, err, sizeof(err));
     if (d->engines == NULL)
         log_fatalx("cannot load the signature databases: %s", err);
-    /* The engine logs reloads and their failures itself. */
+    /* The engine logs reloads and their failures itself; health.c alerts on them. */
+    engine_holder_on_reload(d->engines, reload_result_cb, d);
     /* No pool-wide configuration: every job carries its transaction's reference. */
     d->scan_pool = scan_pool_new(d->base, d->engines, NULL, (int)c->scan.threads,
                                  (int)c->scan.max_pending, err, sizeof(err));
@@ -573,6 +590,9 @@ main(int argc, char **argv)
     open_listeners(d);
     if (control_open(d, err, sizeof(err)) < 0)
         log_fatalx("%s", err);
+    d->health = health_new(d);
+    if (d->health == NULL)
+        log_fatalx("health checks: out of memory");
 
     int sigs[] = {SIGHUP, SIGTERM, SIGINT};
     for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
@@ -614,6 +634,8 @@ main(int argc, char **argv)
     wpool_free(d->side_pool); /* after the scans: a finished scan may start side work */
     if (d->engines)
         engine_holder_free(d->engines);
+    health_free(d->health); /* after the side pool (a check in flight) and the reload thread */
+    d->health = NULL;
     struct event *evs[] = {d->db_check_ev, d->db_watch_ev, d->db_settle_ev};
     for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
         if (evs[i])

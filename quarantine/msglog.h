@@ -79,6 +79,8 @@ void msglog_counters(struct msglog *log, struct msglog_counters *c);
  * opts.retention). Statistics rows older than the retention go too.
  */
 long msglog_purge(struct msglog *log, int64_t now, int64_t retention, long max_batch);
+/* A new retention for the writer's own purges (a reload). Any thread. */
+void msglog_set_retention(struct msglog *log, int64_t retention);
 
 /*
  * Filters as in qstore.h: addresses case-folded (glob with * ? [), subject
@@ -121,7 +123,9 @@ struct msglog_top {
 long msglog_stats(struct msglog *log, int64_t since, int64_t until, int by_day,
                   int (*cb)(void *arg, const struct msglog_stat *s), void *arg);
 /* Top n viruses (which = 0) or senders (which = 1) over whole UTC days
-   overlapping [since, until). Returns entries or -1. */
+   overlapping [since, until), or deciding rules (which = 2: from the rows
+   of [since, until), a scan of that range). Returns entries or -1.
+   Rows with verdict "admin" (quarantine release, delete) count in none. */
 long msglog_top(struct msglog *log, int which, int64_t since, int64_t until, int n,
                 int (*cb)(void *arg, const struct msglog_top *t), void *arg);
 
