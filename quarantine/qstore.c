@@ -983,7 +983,7 @@ qstore_stats(struct qstore *qs, int64_t now, struct qstats *out)
     if (now == 0)
         now = (int64_t)time(NULL);
     /* QSTATS_DAYS whole days ending with today (UTC). */
-    int64_t first = (utc_day(now) - (QSTATS_DAYS - 1)) * 86400;
+    int64_t first = (now / 86400 - (QSTATS_DAYS - 1)) * 86400;
     for (int i = 0; i < QSTATS_DAYS; i++)
         out->day[i].start = first + (int64_t)i * 86400;
     pthread_mutex_lock(&qs->mu);
@@ -1372,8 +1372,10 @@ qstore_purge(struct qstore *qs, int64_t now, int64_t retention, int64_t quota_by
     /*
      * Did the quota remove mail younger than the retention? Age victims go
      * first, so any quota victim with the oldest kept mail still inside the
-     * retention means the quota decided. The state clears once the store is
-     * back under 90% of the quota (or the quota or retention is off).
+     * retention means the quota decided. The state clears once the store
+     * has room again (under half of the quota, e.g. after the quota was
+     * raised) or the quota or retention is off: not at every pass that
+     * happens to remove nothing, which would raise and clear in turn.
      */
     pthread_mutex_lock(&qs->mu);
     int64_t used = 0, oldest = 0;
@@ -1385,11 +1387,11 @@ qstore_purge(struct qstore *qs, int64_t now, int64_t retention, int64_t quota_by
     if (sqlite3_step(st) == SQLITE_ROW)
         oldest = sqlite3_column_int64(st, 0);
     stmt_reset(st);
-    if (quota_bytes <= 0 || retention <= 0 || used <= quota_bytes / 10 * 9) {
-        qs->quota_cut = 0;
-    } else if (by_quota > 0 && oldest > 0 && oldest > cutoff) {
+    if (quota_bytes > 0 && retention > 0 && by_quota > 0 && oldest > 0 && oldest > cutoff) {
         qs->quota_cut = 1;
         qs->quota_cut_oldest = oldest;
+    } else if (quota_bytes <= 0 || retention <= 0 || (by_quota == 0 && used <= quota_bytes / 2)) {
+        qs->quota_cut = 0;
     }
     pthread_mutex_unlock(&qs->mu);
     return done;

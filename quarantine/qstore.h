@@ -189,8 +189,9 @@ void qstore_purger_set(struct qstore *qs, int64_t retention, int64_t quota_bytes
 /*
  * 1 while the quota is cutting retention short: the last purge removed, to
  * fit the quota, mail younger than the retention; *oldest_kept (may be
- * NULL) is then the arrival time of the oldest mail kept. 0 once the store
- * is back under 90% of the quota. Thread-safe.
+ * NULL) is then the arrival time of the oldest mail kept. 0 once a purge
+ * finds the store under half of the quota (or no quota or retention).
+ * Thread-safe.
  */
 int qstore_quota_cut(struct qstore *qs, int64_t *oldest_kept);
 

@@ -381,11 +381,7 @@ def test_release_delete_rows_and_report(ctx):
     h.check_eq(rel[0]["sender"], "s0@example.com", "sender of the release row")
     # not counted as mail in the statistics
     rc, out, _, _ = su.cli(["-j", "stats", "--days", "1"], d.conf_path)
-    tot = {}
-    for l in out.splitlines():
-        o = json.loads(l)
-        for k in ("messages", "virus", "clean"):
-            tot[k] = tot.get(k, 0) + o.get(k, 0)
+    tot = [json.loads(l) for l in out.splitlines() if '"total"' in l][0]
     h.check_eq((tot["messages"], tot["virus"], tot["clean"]), (4, 2, 2), "stats totals")
 
     # the daily report on demand
@@ -402,7 +398,7 @@ def test_release_delete_rows_and_report(ctx):
                 % (k, v, body))
     h.check(re.search(r"(?m)^quarantined +2 +\(2 messages, \d+ bytes\)", body),
             "report quarantined:\n%s" % body)
-    h.check(re.search(r"(?ms)^top viruses:\n +2 +\S*Eicar", body), "top viruses:\n%s" % body)
+    h.check(re.search(r"(?msi)^top viruses:\n +2 +\S*eicar", body), "top viruses:\n%s" % body)
     h.check(re.search(r"(?ms)^top senders:\n +3 +s0@example.com", body),
             "top senders:\n%s" % body)
     h.check(re.search(r"(?ms)^top rules:\n +2 +\S+", body), "top rules:\n%s" % body)
