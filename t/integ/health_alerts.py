@@ -29,6 +29,7 @@ import json
 import os
 import re
 import sqlite3
+import subprocess
 import sys
 import time
 
@@ -216,16 +217,20 @@ def test_signature_reload_failure(ctx):
     exactly_once(sink, d, "signature_reload")
 
 
-def quarantine_some(d, sink_or_none, n):
-    """n EICAR mails quarantined (distinct bodies); returns their IDs."""
-    for i in range(n):
+def quarantine_some(d, n, first=0):
+    """n EICAR mails quarantined (distinct bodies); returns their new IDs, oldest first."""
+    db = os.path.join(d.state_dir, "quarantine.db")
+    before = set(r[0] for r in qrows(db)) if os.path.exists(db) else set()
+    for i in range(first, first + n):
         msg = su.mime_message([su.text_part(), su.attachment(
             "x%d.exe" % i, su.EICAR + b"\r\n" + (b"tag %d" % i))], subject="virus %d" % i)
         su.expect_final(su.send(d.port, msg, sender="s%d@example.com" % i), 250,
                         "virus %d" % i)
-    db = os.path.join(d.state_dir, "quarantine.db")
-    h.wait_for(lambda: len(qrows(db)) >= n, 30, "%d quarantined messages" % n)
-    return [r[0] for r in qrows(db)]
+
+    def new():
+        ids = [r[0] for r in qrows(db) if r[0] not in before]
+        return ids if len(ids) >= n else None
+    return h.wait_for(new, 30, "%d quarantined messages" % n)
 
 
 def qrows(db):
@@ -240,7 +245,7 @@ def qrows(db):
 def test_quota_retention_and_stats(ctx):
     sink = h.SmtpSink(ctx)
     d = daemon(ctx, sink.port, scanning=True, virus={"action": raw("quarantine")})
-    quarantine_some(d, sink, 4)
+    quarantine_some(d, 4)
     db = os.path.join(d.state_dir, "quarantine.db")
     now = int(time.time())
     c = sqlite3.connect(db, timeout=30)
@@ -312,6 +317,33 @@ def test_free_space(ctx):
     exactly_once(sink, d, "free_space")
 
 
+def test_free_space_tmpfs(ctx):
+    """A small tmpfs holding state_directory, filled by the test and emptied again."""
+    mnt = ctx.mkdir("tmpfs")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m,mode=0755", "tmpfs", mnt],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if r.returncode != 0:
+        raise h.Skip("cannot mount a tmpfs here: %s" % r.stdout.decode().strip())
+    ctx.at_exit(lambda: subprocess.run(["umount", mnt]))
+    state = os.path.join(mnt, "state")
+    os.makedirs(state)
+    sink = h.SmtpSink(ctx)
+    d = daemon(ctx, sink.port, alert={"min_free_space": raw("3M")}, state_directory=state)
+    wait_checks(d, 2)
+    h.check("free_space" not in active(d), "free_space active on an empty tmpfs")
+    filler = os.path.join(mnt, "filler")
+    with open(filler, "wb") as f:
+        f.write(b"\0" * (6 << 20))
+    (r,), _ = wait_mails(sink, "free_space", 1, 0)
+    print("  raised: %s" % r[1].splitlines()[0])
+    h.check(state + " has " in r[1], "the mail does not name %s: %r" % (state, r[1]))
+    os.remove(filler)
+    wait_mails(sink, "free_space", 1, 1)
+    wait_active(d, "free_space", False)
+    exactly_once(sink, d, "free_space")
+    d.stop()
+
+
 def test_queue_and_downstream(ctx):
     relay_port = h.free_port()  # nothing listens yet
     d = daemon(ctx, relay_port, alert={"queue_size": 2, "downstream_down": raw("2s")})
@@ -361,7 +393,7 @@ def test_msglog_drops(ctx):
 def test_release_delete_rows_and_report(ctx):
     sink = h.SmtpSink(ctx)
     d = daemon(ctx, sink.port, scanning=True, virus={"action": raw("quarantine")})
-    ids = quarantine_some(d, sink, 2)
+    ids = quarantine_some(d, 2)
     for i in range(2):
         su.expect_final(su.send(d.port, su.text_message(b"clean %d\r\n" % i),
                                 sender="s0@example.com"), 250, "clean %d" % i)
@@ -402,6 +434,14 @@ def test_release_delete_rows_and_report(ctx):
     h.check(re.search(r"(?ms)^top senders:\n +3 +s0@example.com", body),
             "top senders:\n%s" % body)
     h.check(re.search(r"(?ms)^top rules:\n +2 +\S+", body), "top rules:\n%s" % body)
+
+    # a delete with the daemon down gets its row too
+    ids += quarantine_some(d, 1, first=2)
+    d.stop()
+    rc, out, err, _ = su.cli(["quarantine", "delete", ids[2]], d.conf_path)
+    h.check_eq(rc, 0, "offline delete (%s)" % err)
+    h.check_eq(sorted(r["id"] for r in rows("deleted")), sorted(ids[1:3]),
+               "IDs of delete rows after an offline delete")
 
 
 if __name__ == "__main__":
