@@ -305,10 +305,16 @@ measure(struct health *h, int64_t now, int cond[HA_COUNT], char text[HA_COUNT][T
         if (age >= 86400 && age < 2 * 86400)
             snprintf(a1, sizeof(a1), "1 day");
         fmt_size(q, sizeof(q), c->quarantine.quota);
-        snprintf(text[HA_QUOTA_RETENTION], TEXT_MAX,
-                 "quota is cutting retention short: oldest kept mail is %s old, retention is "
-                 "%s (quarantine.quota %s)",
-                 a1, a2, q);
+        if (oldest == 0)
+            snprintf(text[HA_QUOTA_RETENTION], TEXT_MAX,
+                     "quota is cutting retention short: no mail is kept at all, retention is "
+                     "%s (quarantine.quota %s)",
+                     a2, q);
+        else
+            snprintf(text[HA_QUOTA_RETENTION], TEXT_MAX,
+                     "quota is cutting retention short: oldest kept mail is %s old, retention "
+                     "is %s (quarantine.quota %s)",
+                     a1, a2, q);
     }
 
     if (c->alert.min_free_space > 0) {

@@ -1372,7 +1372,7 @@ qstore_purge(struct qstore *qs, int64_t now, int64_t retention, int64_t quota_by
     /*
      * Did the quota remove mail younger than the retention? Age victims go
      * first, so any quota victim with the oldest kept mail still inside the
-     * retention means the quota decided. The state clears once the store
+     * retention (or nothing kept at all) means the quota decided. The state clears once the store
      * has room again (under half of the quota, e.g. after the quota was
      * raised) or the quota or retention is off: not at every pass that
      * happens to remove nothing, which would raise and clear in turn.
@@ -1387,7 +1387,7 @@ qstore_purge(struct qstore *qs, int64_t now, int64_t retention, int64_t quota_by
     if (sqlite3_step(st) == SQLITE_ROW)
         oldest = sqlite3_column_int64(st, 0);
     stmt_reset(st);
-    if (quota_bytes > 0 && retention > 0 && by_quota > 0 && oldest > 0 && oldest > cutoff) {
+    if (quota_bytes > 0 && retention > 0 && by_quota > 0 && (oldest == 0 || oldest > cutoff)) {
         qs->quota_cut = 1;
         qs->quota_cut_oldest = oldest;
     } else if (quota_bytes <= 0 || retention <= 0 || (by_quota == 0 && used <= quota_bytes / 2)) {

@@ -189,7 +189,8 @@ void qstore_purger_set(struct qstore *qs, int64_t retention, int64_t quota_bytes
 /*
  * 1 while the quota is cutting retention short: the last purge removed, to
  * fit the quota, mail younger than the retention; *oldest_kept (may be
- * NULL) is then the arrival time of the oldest mail kept. 0 once a purge
+ * NULL) is then the arrival time of the oldest mail kept (0: none kept at
+ * all). 0 once a purge
  * finds the store under half of the quota (or no quota or retention).
  * Thread-safe.
  */
