@@ -617,6 +617,7 @@ check_done(void *arg, int status)
         h->again = 0;
         health_check_now(h);
     }
+    services_idle(&h->d->svc); /* a shutdown may be waiting for the side pool */
 }
 
 void
@@ -751,8 +752,10 @@ report_done(void *arg, int status)
     r->done(r->arg, ok,
             ok ? "daily report queued" : "no report sent (no notify.admin address or no queue)");
     free(r->m.body);
+    struct health *h = r->h;
     services_config_release(r->cfg);
     free(r);
+    services_idle(&h->d->svc);
 }
 
 void
