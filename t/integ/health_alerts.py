@@ -457,5 +457,30 @@ def test_release_delete_rows_and_report(ctx):
                "IDs of delete rows after an offline delete")
 
 
+def test_daily_report_schedule(ctx):
+    """daily_report = yes: the first check of a new day mails the day before, once."""
+    sink = h.SmtpSink(ctx)
+    d = daemon(ctx, sink.port, alert={"daily_report": raw("yes")}, start=False)
+    # the last report was on an earlier day (as after a night with the daemon running)
+    with open(os.path.join(d.state_dir, "alerts"), "w") as f:
+        f.write("report\t20000101\n")
+    d.start()
+    yesterday = time.strftime("%Y-%m-%d", time.localtime(time.time() - 86400))
+    rep = h.wait_for(lambda: [m for m in admin_mails(sink) if "daily report" in m[0]], 30,
+                     "the scheduled daily report")
+    h.check_eq(rep[0][0].split(" on ")[0], "scanrelay daily report for %s" % yesterday,
+               "subject of the scheduled report")
+    check_mail_form(rep[0], "report")
+    wait_checks(d, 3)
+    h.check_eq(len([m for m in admin_mails(sink) if "daily report" in m[0]]), 1,
+               "scheduled daily reports")
+    # a restart the same day: no second report
+    d.stop()
+    d.start()
+    wait_checks(d, 3)
+    h.check_eq(len([m for m in admin_mails(sink) if "daily report" in m[0]]), 1,
+               "daily reports after a restart the same day")
+
+
 if __name__ == "__main__":
     h.run_tests(globals())
