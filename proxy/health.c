@@ -2,7 +2,8 @@
  * health.c - health alerts to the administrator, and the daily report.
  *
  * Every alert.interval seconds a check runs in the side worker pool: it
- * measures each condition (newest signature file's age, a failed signature
+ * measures each condition (the newest signature database file's mtime: a
+ * freshclam that stopped delivering leaves them all old; a failed signature
  * reload, the quarantine quota cutting retention short, free space in the
  * state, queue and scratch folders, deferred queue size, downstream down
  * time, message-log rows dropped) and runs one small state machine per
@@ -243,7 +244,22 @@ fmt_size(char *buf, size_t len, int64_t b)
         snprintf(buf, len, "%lld KB", (long long)(b >> 10));
 }
 
-/* The newest regular file's mtime in the signature folder, or 0. */
+/* A signature database by its name (not freshclam.dat, mirrors.dat, locks...). */
+static int
+is_database(const char *name)
+{
+    static const char *const ext[] = {".cvd", ".cld", ".cud", ".ndb", ".ndu", ".hdb", ".hdu",
+                                      ".hsb", ".hsu", ".mdb", ".mdu", ".msb", ".msu", ".ldb",
+                                      ".ldu", ".idb", ".cdb", ".fp",  ".sfp", ".pdb", ".gdb",
+                                      ".wdb", ".ftm", ".yar", ".yara", ".ign", ".ign2"};
+    const char *dot = strrchr(name, '.');
+    for (size_t i = 0; dot && i < sizeof(ext) / sizeof(ext[0]); i++)
+        if (strcmp(dot, ext[i]) == 0)
+            return 1;
+    return 0;
+}
+
+/* The newest signature database file's mtime in the folder, or 0. */
 static int64_t
 newest_signature(const char *dir, char *name, size_t namelen)
 {
@@ -255,7 +271,8 @@ newest_signature(const char *dir, char *name, size_t namelen)
     int n = 0;
     while ((de = readdir(dp)) != NULL && n++ < 1000) {
         struct stat st;
-        if (de->d_name[0] == '.' || fstatat(dirfd(dp), de->d_name, &st, 0) < 0 ||
+        if (de->d_name[0] == '.' || !is_database(de->d_name) ||
+            fstatat(dirfd(dp), de->d_name, &st, 0) < 0 ||
             !S_ISREG(st.st_mode))
             continue;
         if ((int64_t)st.st_mtime > newest) {
