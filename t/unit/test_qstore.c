@@ -1075,20 +1075,22 @@ test_quota_cut_and_stats(void **state)
     assert_int_equal(qstore_purge(qs, now, 2 * DAY, bytes, 0), 2);
     assert_int_equal(qstore_quota_cut(qs, NULL), 0);
 
+    /* Nothing kept at all, all of it inside the retention: cut, no oldest. */
+    assert_int_equal(qstore_purge(qs, now, 30 * DAY, 1, 0), 1);
+    assert_int_equal(qstore_quota_cut(qs, &oldest), 1);
+    assert_int_equal(oldest, 0);
+
     /* The purger takes new settings at once (not after its hour-long interval). */
     put_aged(qs, now, 3);
-    assert_int_equal(qstore_purger_start(qs, 0, 0, 3600), 0);
+    assert_int_equal(qstore_purger_start(qs, 30 * DAY, 0, 3600), 0);
     qstore_purger_set(qs, 30 * DAY, 1);
     files = -1;
-    for (int i = 0; i < 500 && files != 0; i++) {
+    for (int i = 0; i < 1000 && files != 0; i++) {
         struct timespec ts = {0, 10 * 1000 * 1000};
         nanosleep(&ts, NULL);
         assert_int_equal(qstore_usage(qs, NULL, &files), 0);
     }
     assert_int_equal(files, 0);
-    /* Nothing kept at all, all of it inside the retention: cut, no oldest. */
-    assert_int_equal(qstore_quota_cut(qs, &oldest), 1);
-    assert_int_equal(oldest, 0);
     qstore_close(qs);
 }
 
