@@ -42,4 +42,7 @@ int qcli_parse_time(const char *s, int64_t now, int64_t *out);
 void qcli_format_time(int64_t t, char *buf, size_t len);
 int qcli_parse_limit(const char *s, long *out);
 
+/* cmd_qstats.c: "quarantine stats" (argv[1] = "stats"). */
+int quarantine_stats(struct cli_opts *o, int argc, char **argv);
+
 #endif

@@ -8,6 +8,7 @@
  *   scanrelay quarantine show ID [--raw]
  *   scanrelay quarantine release ID [--to ADDR...]
  *   scanrelay quarantine delete ID...
+ *   scanrelay quarantine stats               (cmd_qstats.c)
  *
  * list and show open the index read-only (quarantine/qstore.h) and work
  * whether or not the daemon runs. Filters: addresses compare without case,
@@ -46,6 +47,7 @@
 #include "config.h"
 #include "ctl.h"
 #include "mime.h"
+#include "msglog.h"
 #include "qstore.h"
 
 int cmd_quarantine(struct cli_opts *o, int argc, char **argv);
@@ -661,6 +663,29 @@ quarantine_release(struct cli_opts *o, int argc, char **argv)
     return k;
 }
 
+/* The message-log row of a delete done here (as proxy/qadmin.c writes it). */
+static int
+delete_row_cb(void *arg, const struct qmeta *m)
+{
+    struct msglog_row row = {0};
+    snprintf(row.id, sizeof(row.id), "%s", m->id);
+    row.time = (int64_t)time(NULL);
+    row.client = m->client;
+    row.sender = m->sender;
+    row.rcpts = m->rcpts;
+    row.nrcpt = m->nrcpt;
+    row.message_id = m->message_id;
+    row.subject = m->subject;
+    row.size = m->size;
+    row.verdict = "admin";
+    row.action = "deleted";
+    row.virus = m->virus;
+    row.rule = m->rule;
+    row.status = "deleted from the quarantine (scanrelay, daemon not running)";
+    msglog_append(arg, &row);
+    return 0;
+}
+
 static int
 quarantine_delete(struct cli_opts *o, int argc, char **argv)
 {
@@ -707,8 +732,20 @@ offline:
         fprintf(stderr, "scanrelay: cannot open the quarantine: %s\n", err);
         return 2;
     }
+    /* The message log gets its row as from the daemon (when the log is kept). */
+    struct msglog *log = NULL;
+    if (o->cfg->log.enabled) {
+        char path[4096];
+        struct msglog_opts mo = {0};
+        snprintf(path, sizeof(path), "%s/messages.db", o->cfg->state_directory);
+        log = msglog_open(path, &mo, err, sizeof(err));
+        if (log == NULL)
+            fprintf(stderr, "scanrelay: message log: %s (no row for the delete)\n", err);
+    }
     for (int i = 2; i < argc; i++) {
         int k = qstore_delete(qs, argv[i], 0);
+        if (k == 1 && log)
+            qstore_get(qs, argv[i], delete_row_cb, log);
         if (k == 1) {
             printf("%s: deleted\n", argv[i]);
         } else {
@@ -718,6 +755,7 @@ offline:
                 rc = k == 0 ? 1 : 2;
         }
     }
+    msglog_close(log);
     qstore_close(qs);
     return rc;
 }
@@ -733,6 +771,8 @@ cmd_quarantine(struct cli_opts *o, int argc, char **argv)
         return quarantine_release(o, argc, argv);
     if (strcmp(argv[1], "delete") == 0)
         return quarantine_delete(o, argc, argv);
-    fprintf(stderr, "usage: scanrelay [-j] quarantine list|show|release|delete ...\n");
+    if (strcmp(argv[1], "stats") == 0)
+        return quarantine_stats(o, argc, argv);
+    fprintf(stderr, "usage: scanrelay [-j] quarantine list|show|release|delete|stats ...\n");
     return 2;
 }

@@ -26,6 +26,7 @@ int cmd_flush(struct cli_opts *o, int argc, char **argv);
 int cmd_scan(struct cli_opts *o, int argc, char **argv);
 int cmd_status(struct cli_opts *o, int argc, char **argv);
 int cmd_reload(struct cli_opts *o, int argc, char **argv);
+int cmd_report(struct cli_opts *o, int argc, char **argv);
 int cmd_quarantine(struct cli_opts *o, int argc, char **argv);
 int cmd_log(struct cli_opts *o, int argc, char **argv);
 int cmd_stats(struct cli_opts *o, int argc, char **argv);
@@ -36,12 +37,14 @@ static const struct cli_cmd cli_cmds[] = {
     {"scan", cmd_scan, "scan [-j] [-d DBDIR] [-r NRCPTS] FILE|-"},
     {"status", cmd_status, "status"},
     {"reload", cmd_reload, "reload"},
+    {"report", cmd_report, "report"},
     {"quarantine", cmd_quarantine,
      "quarantine [-j] list [--from A] [--to A] [--subject GLOB] [--reason R] [--rule NAME]\n"
      "      [--since T] [--until T] [--limit N] [--state S|all]\n"
      "  quarantine [-j] show ID [--raw]\n"
      "  quarantine release ID [--to ADDR...]\n"
-     "  quarantine delete ID..."},
+     "  quarantine delete ID...\n"
+     "  quarantine [-j] stats"},
     {"log", cmd_log,
      "log [-j] [--from A] [--to A] [--subject GLOB] [--id QID] [--message-id MID]\n"
      "      [--verdict V] [--action A] [--rule NAME] [--since T] [--until T] [--limit N]"},

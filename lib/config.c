@@ -217,6 +217,17 @@ static cfg_opt_t quarantine_opts[] = {
 static cfg_opt_t log_opts[] = {
     CFG_BOOL("enabled", cfg_true, CFGF_NONE),
     DUR("retention", 30 * 86400),
+    COUNT("queue_max", 20000),
+    CFG_END(),
+};
+
+static cfg_opt_t alert_opts[] = {
+    DUR("interval", 60),
+    DUR("signature_age", 2 * 86400),
+    SIZE("min_free_space", 500 * M),
+    COUNT("queue_size", 1000),
+    DUR("downstream_down", 600),
+    CFG_BOOL("daily_report", cfg_false, CFGF_NONE),
     CFG_END(),
 };
 
@@ -269,6 +280,7 @@ static cfg_opt_t top_opts[] = {
     CFG_SEC("queue", queue_opts, CFGF_NONE),
     CFG_SEC("quarantine", quarantine_opts, CFGF_NONE),
     CFG_SEC("log", log_opts, CFGF_NONE),
+    CFG_SEC("alert", alert_opts, CFGF_NONE),
     CFG_SEC("notify", notify_opts, CFGF_NONE),
     CFG_STR_LIST("local_domains", "{}", CFGF_NONE),
     CFG_END(),
@@ -617,6 +629,20 @@ config_load(const char *path, int explicit_path, char *err, size_t errlen)
     cfg_t *lg = cfg_getsec(cfg, "log");
     c->log.enabled = cfg_getbool(lg, "enabled");
     c->log.retention = cfg_getint(lg, "retention");
+    c->log.queue_max = cfg_getint(lg, "queue_max");
+
+    cfg_t *al = cfg_getsec(cfg, "alert");
+    c->alert.interval = cfg_getint(al, "interval");
+    c->alert.signature_age = cfg_getint(al, "signature_age");
+    c->alert.min_free_space = cfg_getint(al, "min_free_space");
+    c->alert.queue_size = cfg_getint(al, "queue_size");
+    c->alert.downstream_down = cfg_getint(al, "downstream_down");
+    c->alert.daily_report = cfg_getbool(al, "daily_report");
+    if (c->alert.interval < 1 || c->log.queue_max < 1) {
+        snprintf(err, errlen, "%s: alert.interval must be at least 1s, log.queue_max at least 1",
+                 path);
+        goto bad;
+    }
 
     cfg_t *nf = cfg_getsec(cfg, "notify");
     c->notify.from = xstrdup(cfg_getstr(nf, "from"));

@@ -73,6 +73,17 @@ struct sr_config_quarantine {
 struct sr_config_log {
     int64_t retention; /* message log rows, 30 d */
     int enabled;       /* message log in SQLite, yes */
+    int64_t queue_max; /* rows waiting for the writer before rows are dropped, 20000 */
+};
+
+/* Health alerts to the administrator (proxy/health.c); 0 turns one off. */
+struct sr_config_alert {
+    int64_t interval;        /* seconds between checks, 60 */
+    int64_t signature_age;   /* newest signature file older than this, 2 d */
+    int64_t min_free_space;  /* state, queue, scratch folders, 500M */
+    int64_t queue_size;      /* deferred messages, 1000 */
+    int64_t downstream_down; /* seconds the downstream does not answer, 10 min */
+    int daily_report;        /* one mail a day with the day's totals, no */
 };
 
 /*
@@ -137,6 +148,7 @@ struct sr_config {
     struct sr_config_queue queue;
     struct sr_config_quarantine quarantine;
     struct sr_config_log log;
+    struct sr_config_alert alert;
     struct sr_config_notify notify;
     char **local_domains;       /* domains of our own users (sender notices) */
     size_t nlocal_domains;

@@ -6,7 +6,9 @@
  * doc/scanrelay.1 lists them) and "status json" (one JSON object cut into
  * data lines the client joins), reload, and the queue actions
  * (flush, delete, hold, release, requeue), which go to queue_control (answered
- * later: the verbs run off the loop).
+ * later: the verbs run off the loop), qrelease/qdelete (qadmin.c) and report
+ * (the daily report now, health.c). status lists the active health alerts
+ * as "alert: NAME SINCE TEXT" lines.
  *
  * A stale socket file from a dead daemon is replaced; a live one (connect
  * succeeds) is an error: two daemons must not share a queue.
@@ -33,6 +35,7 @@
 #include "ctl.h"
 #include "daemon.h"
 #include "engine.h"
+#include "health.h"
 #include "log.h"
 #include "metrics.h"
 #include "msglog.h"
@@ -271,6 +274,8 @@ status_text(struct ctl_client *c, struct daemon *d)
     snprintf(buf, sizeof(buf), "metrics: %s%.200s%s", cfg->metrics_listen[0] ? "http://" : "off",
              cfg->metrics_listen, cfg->metrics_listen[0] ? "/metrics" : "");
     ctl_out(c, buf);
+    if (d->health)
+        health_status(d->health, ctl_out, c); /* "alert: NAME SINCE TEXT" lines */
 }
 
 /* A JSON string. */
@@ -442,6 +447,16 @@ ctl_handle(struct ctl_client *c, char *line)
         c->pending = 1;
         bufferevent_disable(c->bev, EV_READ);
         queue_control(d->queue, argv[0], argv + 1, argc - 1, ctl_async_out, ctl_async_done, c);
+        return;
+    }
+    if (strcmp(argv[0], "report") == 0) {
+        if (d->health == NULL) {
+            ctl_final(c, 0, "no health checks");
+            return;
+        }
+        c->pending = 1;
+        bufferevent_disable(c->bev, EV_READ);
+        health_report_now(d->health, ctl_async_done, c);
         return;
     }
     if (strcmp(argv[0], "qrelease") == 0) {

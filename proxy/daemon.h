@@ -26,6 +26,7 @@ struct counter_reg;
 struct event;
 struct notifier;
 struct metrics;
+struct health;
 
 struct daemon {
     struct event_base *base;
@@ -40,6 +41,7 @@ struct daemon {
     struct qstore *qstore;         /* the quarantine store */
     struct msglog *msglog;         /* the message log, or NULL (log { enabled = no }) */
     struct notifier *notifier;     /* notices (queue/notice.c): verdicts, admin text */
+    struct health *health;         /* health alerts and the daily report, or NULL */
     struct wpool *side_pool;       /* "sr-work": quarantine writes, strip rewrites, admin work */
     struct event *db_check_ev;     /* periodic signature directory check */
     struct event *db_watch_ev;     /* inotify on the signature directory */

@@ -10,7 +10,9 @@
  * scheduled at once), then marks the store entry released in the worker:
  * delivery goes through the deferred queue, so a release while the
  * downstream is down waits there like any message. Each request holds a
- * reference to the configuration it started with.
+ * reference to the configuration it started with. Each release and delete
+ * gets a row in the message log (verdict "admin", action "released" or
+ * "deleted", the quarantine ID as its ID; not counted in the statistics).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -21,6 +23,7 @@
 #include "daemon.h"
 #include "log.h"
 #include "metrics.h"
+#include "msglog.h"
 #include "qadmin.h"
 #include "qid.h"
 #include "qstore.h"
@@ -151,11 +154,54 @@ out:
     envelope_free(env);
 }
 
+/* A message-log row for an administrator's action on a quarantined message. */
+struct admin_row {
+    struct daemon *d;
+    const char *action;
+    const char *status;
+};
+
+static int
+admin_row_cb(void *arg, const struct qmeta *m)
+{
+    struct admin_row *a = arg;
+    struct msglog_row row = {0};
+    snprintf(row.id, sizeof(row.id), "%s", m->id);
+    row.time = (int64_t)time(NULL);
+    row.client = m->client;
+    row.sender = m->sender;
+    row.rcpts = m->rcpts;
+    row.nrcpt = m->nrcpt;
+    row.message_id = m->message_id;
+    row.subject = m->subject;
+    row.size = m->size;
+    row.verdict = "admin";
+    row.action = a->action;
+    row.virus = m->virus;
+    row.rule = m->rule;
+    row.status = a->status;
+    if (msglog_append(a->d->msglog, &row) < 0)
+        log_warnx("%s: message log: the %s row was dropped", m->id, a->action);
+    return 0;
+}
+
+static void
+admin_row(struct daemon *d, const char *id, const char *action, const char *status)
+{
+    struct admin_row a = {d, action, status};
+    if (d->msglog)
+        qstore_get(d->qstore, id, admin_row_cb, &a);
+}
+
 /* Worker, second stage: the copy is queued; record the state in the store. */
 static void
 mark_work(void *arg)
 {
     struct qreq *r = arg;
+    char status[128];
+    snprintf(status, sizeof(status), "released as %s to %zu recipient%s", r->new_id,
+             r->env->nrcpt, r->env->nrcpt == 1 ? "" : "s");
+    admin_row(r->d, r->id, "released", status);
     qstore_set_state(r->d->qstore, r->id, QSTATE_RELEASED, 0);
     snprintf(r->msg, sizeof(r->msg), "%s: released as %s to %zu recipient%s", r->id, r->new_id,
              r->env->nrcpt, r->env->nrcpt == 1 ? "" : "s");
@@ -168,10 +214,12 @@ delete_work(void *arg)
     int done = 0, missing = 0;
     for (int i = 0; i < r->nargs; i++) {
         int rc = qstore_delete(r->d->qstore, r->args[i], 0);
-        if (rc > 0)
+        if (rc > 0) {
+            admin_row(r->d, r->args[i], "deleted", "deleted from the quarantine");
             done++;
-        else
+        } else {
             missing++;
+        }
     }
     r->ok = done > 0 || r->nargs == 0;
     snprintf(r->msg, sizeof(r->msg), "%d message%s deleted%s", done, done == 1 ? "" : "s",

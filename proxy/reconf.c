@@ -35,6 +35,7 @@
 #include "config.h"
 #include "daemon.h"
 #include "engine.h"
+#include "health.h"
 #include "log.h"
 #include "mime.h"
 #include "msglog.h"
@@ -219,11 +220,21 @@ db_check_schedule(struct daemon *d, int64_t interval)
     }
 }
 
+/* A signature reload ended (the reload thread): health.c alerts on a failure. */
+static void
+reload_result_cb(void *arg, int ok, const char *msg)
+{
+    struct daemon *d = arg;
+    if (d->health)
+        health_reload_result(d->health, ok, msg);
+}
+
 /* The engine is loaded (d->engines): start the pool and the directory watch. */
 static int
 scan_pool_start(struct daemon *d, char *err, size_t errlen)
 {
     const struct sr_config *c = services_config(&d->svc);
+    engine_holder_on_reload(d->engines, reload_result_cb, d);
     /* No pool-wide configuration: every job carries its transaction's reference. */
     d->scan_pool = scan_pool_new(d->base, d->engines, NULL, (int)c->scan.threads,
                                  (int)c->scan.max_pending, err, errlen);

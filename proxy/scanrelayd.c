@@ -39,6 +39,7 @@
 #include "counter.h"
 #include "daemon.h"
 #include "engine.h"
+#include "health.h"
 #include "log.h"
 #include "metrics.h"
 #include "mime.h"
@@ -227,6 +228,8 @@ daemon_reload(struct daemon *d, char *msg, size_t msglen)
         engine_holder_set_config(d->engines, &nc->virus);
         engine_reload_async(d->engines);
     }
+    if (d->health)
+        health_check_now(d->health); /* new thresholds */
     snprintf(msg, msglen, "configuration reloaded; changed: %s%s%s%s",
              changed[0] ? changed : "nothing",
              restart[0] ? "; needs a restart to apply: " : "", restart,
@@ -268,7 +271,8 @@ open_stores(struct daemon *d)
         log_warnx("quarantine: cannot start the retention purger");
     if (c->log.enabled) {
         char path[4096];
-        struct msglog_opts o = {.retention = c->log.retention};
+        struct msglog_opts o = {.retention = c->log.retention,
+                                .queue_max = (size_t)c->log.queue_max};
         snprintf(path, sizeof(path), "%s/messages.db", c->state_directory);
         d->msglog = msglog_open(path, &o, err, sizeof(err));
         if (d->msglog == NULL)
@@ -572,6 +576,9 @@ main(int argc, char **argv)
         log_fatalx("%s", err);
     if (metrics_listen(d->metrics, cfg->metrics_listen, err, sizeof(err)) < 0)
         log_fatalx("%s", err);
+    d->health = health_new(d);
+    if (d->health == NULL)
+        log_fatalx("health checks: out of memory");
 
     int sigs[] = {SIGHUP, SIGTERM, SIGINT};
     for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
@@ -615,6 +622,8 @@ main(int argc, char **argv)
     d->metrics = NULL;
     if (d->engines)
         engine_holder_free(d->engines);
+    health_free(d->health); /* after the side pool (a check in flight) and the reload thread */
+    d->health = NULL;
     struct event *evs[] = {d->db_check_ev, d->db_watch_ev, d->db_settle_ev};
     for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
         if (evs[i])

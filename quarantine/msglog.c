@@ -518,7 +518,11 @@ write_row(struct msglog *log, const struct msglog_row *r)
             goto done;
     }
 
-    /* Aggregates. */
+    /* Aggregates (administrator actions such as quarantine releases are not mail). */
+    if (is(r->verdict, "admin")) {
+        rc = 0;
+        goto done;
+    }
     st = log->ws[W_HOUR];
     sqlite3_bind_int64(st, 1, r->time / 3600);
     sqlite3_bind_int64(st, 2, r->size);
@@ -643,6 +647,7 @@ writer_main(void *arg)
             last->next = NULL;
             log->count -= n;
         }
+        int64_t retention = log->o.retention; /* msglog_set_retention changes it under qmu */
         pthread_mutex_unlock(&log->qmu);
 
         int rc = 0;
@@ -656,9 +661,6 @@ writer_main(void *arg)
 
         /* Retention, one slice between batches. */
         long purged = 0;
-        pthread_mutex_lock(&log->qmu);
-        int64_t retention = log->o.retention;
-        pthread_mutex_unlock(&log->qmu);
         if (retention > 0 && time(NULL) >= next_purge) {
             purged = msglog_purge(log, 0, retention, PURGE_TXN);
             if (purged < PURGE_TXN)
@@ -951,18 +953,27 @@ msglog_top(struct msglog *log, int which, int64_t since, int64_t until, int n,
                                "day < ?2 GROUP BY name ORDER BY c DESC, name LIMIT ?3";
     static const char ssql[] = "SELECT sender, SUM(n) AS c FROM stat_sender WHERE day >= ?1 "
                                "AND day < ?2 GROUP BY sender ORDER BY c DESC, sender LIMIT ?3";
+    static const char rsql[] = "SELECT rule, COUNT(*) AS c FROM msg WHERE time >= ?1 AND "
+                               "time < ?2 AND rule IS NOT NULL AND rule != '' AND verdict != "
+                               "'admin' GROUP BY rule ORDER BY c DESC, rule LIMIT ?3";
     sqlite3_stmt *st = NULL;
     long got = 0;
     int k;
 
     pthread_mutex_lock(&log->rmu);
-    if (sqlite3_prepare_v2(log->rdb, which ? ssql : vsql, -1, &st, NULL) != SQLITE_OK) {
+    if (sqlite3_prepare_v2(log->rdb, which == 2 ? rsql : which ? ssql : vsql, -1, &st, NULL) !=
+        SQLITE_OK) {
         log_warnx("message log: top: %s", sqlite3_errmsg(log->rdb));
         pthread_mutex_unlock(&log->rmu);
         return -1;
     }
-    sqlite3_bind_int64(st, 1, since / 86400);
-    sqlite3_bind_int64(st, 2, (until + 86399) / 86400);
+    if (which == 2) {
+        sqlite3_bind_int64(st, 1, since);
+        sqlite3_bind_int64(st, 2, until);
+    } else {
+        sqlite3_bind_int64(st, 1, since / 86400);
+        sqlite3_bind_int64(st, 2, (until + 86399) / 86400);
+    }
     sqlite3_bind_int(st, 3, n > 0 ? n : 10);
     while ((k = sqlite3_step(st)) == SQLITE_ROW) {
         struct msglog_top t = {qdb_text(st, 0), sqlite3_column_int64(st, 1)};

@@ -123,7 +123,9 @@ struct msglog_top {
 long msglog_stats(struct msglog *log, int64_t since, int64_t until, int by_day,
                   int (*cb)(void *arg, const struct msglog_stat *s), void *arg);
 /* Top n viruses (which = 0) or senders (which = 1) over whole UTC days
-   overlapping [since, until). Returns entries or -1. */
+   overlapping [since, until), or deciding rules (which = 2: from the rows
+   of [since, until), a scan of that range). Returns entries or -1.
+   Rows with verdict "admin" (quarantine release, delete) count in none. */
 long msglog_top(struct msglog *log, int which, int64_t since, int64_t until, int n,
                 int (*cb)(void *arg, const struct msglog_top *t), void *arg);
 

@@ -156,6 +156,7 @@ enum {
     ST_USAGE,
     ST_LIVE_ROWS,
     ST_MISSING,
+    ST_OLDEST_KEPT,
     ST_COUNT
 };
 
@@ -178,6 +179,7 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_USAGE] = "SELECT bytes, files FROM q_usage WHERE k = 0",
     [ST_LIVE_ROWS] = "SELECT n, id, day FROM q WHERE state != 2 AND n > ?1 ORDER BY n LIMIT 1000",
     [ST_MISSING] = "SELECT state, day FROM q WHERE id = ?1",
+    [ST_OLDEST_KEPT] = "SELECT MIN(time) FROM q WHERE stored_size > 0",
 };
 
 struct qstore {
@@ -199,6 +201,10 @@ struct qstore {
     pthread_cond_t pcv;
     int64_t p_retention, p_quota, p_interval;
     int p_kick; /* qstore_purger_set: run a pass now */
+
+    /* The quota is cutting retention short (qstore_quota_cut), under mu. */
+    int quota_cut;
+    int64_t quota_cut_oldest;
 };
 
 /*
@@ -961,6 +967,57 @@ qstore_usage(struct qstore *qs, int64_t *bytes, long *count)
     return rc;
 }
 
+int
+qstore_stats(struct qstore *qs, int64_t now, struct qstats *out)
+{
+    static const char sum_sql[] = "SELECT COUNT(*), COALESCE(SUM(stored_size), 0), "
+                                  "COALESCE(SUM(size), 0), MIN(time), MAX(time) "
+                                  "FROM q WHERE stored_size > 0";
+    static const char day_sql[] = "SELECT (time - ?1) / 86400 AS k, COUNT(*), SUM(stored_size), "
+                                  "SUM(size) FROM q WHERE stored_size > 0 AND time >= ?1 "
+                                  "AND time < ?2 GROUP BY k";
+    sqlite3_stmt *st = NULL;
+    int rc = -1;
+
+    memset(out, 0, sizeof(*out));
+    if (now == 0)
+        now = (int64_t)time(NULL);
+    /* QSTATS_DAYS whole days ending with today (UTC). */
+    int64_t first = (now / 86400 - (QSTATS_DAYS - 1)) * 86400;
+    for (int i = 0; i < QSTATS_DAYS; i++)
+        out->day[i].start = first + (int64_t)i * 86400;
+    pthread_mutex_lock(&qs->mu);
+    if (sqlite3_prepare_v2(qs->db, sum_sql, -1, &st, NULL) != SQLITE_OK)
+        goto out;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        out->messages = (long)sqlite3_column_int64(st, 0);
+        out->bytes = sqlite3_column_int64(st, 1);
+        out->size = sqlite3_column_int64(st, 2);
+        out->oldest = sqlite3_column_int64(st, 3);
+        out->newest = sqlite3_column_int64(st, 4);
+    }
+    sqlite3_finalize(st);
+    if (sqlite3_prepare_v2(qs->db, day_sql, -1, &st, NULL) != SQLITE_OK)
+        goto out;
+    sqlite3_bind_int64(st, 1, first);
+    sqlite3_bind_int64(st, 2, first + QSTATS_DAYS * 86400);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        int64_t k = sqlite3_column_int64(st, 0);
+        if (k < 0 || k >= QSTATS_DAYS)
+            continue;
+        out->day[k].messages = (long)sqlite3_column_int64(st, 1);
+        out->day[k].bytes = sqlite3_column_int64(st, 2);
+        out->day[k].size = sqlite3_column_int64(st, 3);
+    }
+    rc = 0;
+out:
+    if (rc < 0)
+        log_warnx("quarantine index: stats: %s", sqlite3_errmsg(qs->db));
+    sqlite3_finalize(st);
+    pthread_mutex_unlock(&qs->mu);
+    return rc;
+}
+
 /*
  * Reading a message back.
  */
@@ -1182,7 +1239,8 @@ prune_days(struct qstore *qs, const struct victim *v, size_t nv, int64_t now)
  * their rows, commit; then unlink their files. Returns victims removed, -1.
  */
 static long
-purge_txn(struct qstore *qs, int64_t cutoff, int64_t quota, long want, int64_t now)
+purge_txn(struct qstore *qs, int64_t cutoff, int64_t quota, long want, int64_t now,
+          long *by_quota)
 {
     struct victim *v = calloc((size_t)want, sizeof(*v));
     size_t nv = 0;
@@ -1235,6 +1293,7 @@ purge_txn(struct qstore *qs, int64_t cutoff, int64_t quota, long want, int64_t n
                 v[nv].stored = sqlite3_column_int64(st, 3);
                 used -= v[nv].stored;
                 nv++;
+                (*by_quota)++;
             }
             stmt_reset(st);
         }
@@ -1297,9 +1356,10 @@ qstore_purge(struct qstore *qs, int64_t now, int64_t retention, int64_t quota_by
     cutoff = retention > 0 ? now - retention : 0;
     if (cutoff <= 0 && quota_bytes <= 0)
         return 0;
+    long by_quota = 0;
     while (done < max_batch) {
         long want = max_batch - done < PURGE_TXN ? max_batch - done : PURGE_TXN;
-        long k = purge_txn(qs, cutoff, quota_bytes, want, now);
+        long k = purge_txn(qs, cutoff, quota_bytes, want, now, &by_quota);
         if (k < 0)
             return done > 0 ? done : -1;
         done += k;
@@ -1308,6 +1368,32 @@ qstore_purge(struct qstore *qs, int64_t now, int64_t retention, int64_t quota_by
     }
     if (done > 0)
         log_info("quarantine: purged %ld message%s", done, done == 1 ? "" : "s");
+
+    /*
+     * Did the quota remove mail younger than the retention? Age victims go
+     * first, so any quota victim with the oldest kept mail still inside the
+     * retention (or nothing kept at all) means the quota decided. The state clears once the store
+     * has room again (under half of the quota, e.g. after the quota was
+     * raised) or the quota or retention is off: not at every pass that
+     * happens to remove nothing, which would raise and clear in turn.
+     */
+    pthread_mutex_lock(&qs->mu);
+    int64_t used = 0, oldest = 0;
+    sqlite3_stmt *st = qs->st[ST_USAGE];
+    if (sqlite3_step(st) == SQLITE_ROW)
+        used = sqlite3_column_int64(st, 0);
+    stmt_reset(st);
+    st = qs->st[ST_OLDEST_KEPT];
+    if (sqlite3_step(st) == SQLITE_ROW)
+        oldest = sqlite3_column_int64(st, 0);
+    stmt_reset(st);
+    if (quota_bytes > 0 && retention > 0 && by_quota > 0 && (oldest == 0 || oldest > cutoff)) {
+        qs->quota_cut = 1;
+        qs->quota_cut_oldest = oldest;
+    } else if (quota_bytes <= 0 || retention <= 0 || (by_quota == 0 && used <= quota_bytes / 2)) {
+        qs->quota_cut = 0;
+    }
+    pthread_mutex_unlock(&qs->mu);
     return done;
 }
 
@@ -1371,13 +1457,22 @@ void
 qstore_purger_set(struct qstore *qs, int64_t retention, int64_t quota_bytes)
 {
     pthread_mutex_lock(&qs->pmu);
-    if (qs->p_retention != retention || qs->p_quota != quota_bytes) {
-        qs->p_retention = retention;
-        qs->p_quota = quota_bytes;
-        qs->p_kick = 1;
-        pthread_cond_broadcast(&qs->pcv);
-    }
+    qs->p_retention = retention;
+    qs->p_quota = quota_bytes;
+    qs->p_kick = 1;
+    pthread_cond_broadcast(&qs->pcv);
     pthread_mutex_unlock(&qs->pmu);
+}
+
+int
+qstore_quota_cut(struct qstore *qs, int64_t *oldest_kept)
+{
+    pthread_mutex_lock(&qs->mu);
+    int cut = qs->quota_cut;
+    if (oldest_kept)
+        *oldest_kept = cut ? qs->quota_cut_oldest : 0;
+    pthread_mutex_unlock(&qs->mu);
+    return cut;
 }
 
 void

@@ -186,10 +186,38 @@ int qstore_purger_start(struct qstore *qs, int64_t retention, int64_t quota_byte
 /* A reload: new limits for the running purger, which makes a pass at once. Any thread. */
 void qstore_purger_set(struct qstore *qs, int64_t retention, int64_t quota_bytes);
 void qstore_purger_stop(struct qstore *qs);
+/*
+ * 1 while the quota is cutting retention short: the last purge removed, to
+ * fit the quota, mail younger than the retention; *oldest_kept (may be
+ * NULL) is then the arrival time of the oldest mail kept (0: none kept at
+ * all). 0 once a purge
+ * finds the store under half of the quota (or no quota or retention).
+ * Thread-safe.
+ */
+int qstore_quota_cut(struct qstore *qs, int64_t *oldest_kept);
 
 /* Compressed bytes on disk and messages with a file (held or released). */
 int qstore_usage(struct qstore *qs, int64_t *bytes, long *count);
 
+/*
+ * `scanrelay quarantine stats`: the messages with a file (held or
+ * released), their compressed bytes on disk and original bytes, the
+ * oldest and newest arrival (0 when empty), and the same per UTC day for
+ * the QSTATS_DAYS days ending today (day[QSTATS_DAYS - 1]). 0 or -1.
+ * Blocks (SQLite read, one pass over the rows).
+ */
+#define QSTATS_DAYS 14
+struct qstats {
+    long messages;
+    int64_t bytes, size;
+    int64_t oldest, newest;
+    struct {
+        int64_t start; /* the day's first second (UTC) */
+        long messages;
+        int64_t bytes, size;
+    } day[QSTATS_DAYS];
+};
+int qstore_stats(struct qstore *qs, int64_t now, struct qstats *out);
 /* Paths (for tests and messages): the index file and the files' root. */
 const char *qstore_db_path(const struct qstore *qs);
 const char *qstore_dir_path(const struct qstore *qs);

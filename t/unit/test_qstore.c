@@ -1009,6 +1009,91 @@ test_purger_retention(void **state)
     qstore_close(qs); /* stops the purger */
 }
 
+/* Quota cutting retention short (qstore_quota_cut), qstore_stats, qstore_purger_set. */
+static void
+put_aged(struct qstore *qs, int64_t now, int n)
+{
+    static const char *const rc[] = {"r@example.org"};
+    char body[512];
+    for (int i = 0; i < n; i++) {
+        /* i days and a minute old, oldest first in time */
+        int len = snprintf(body, sizeof(body), "Subject: m%d\r\n\r\nbody %d %s\r\n", i, i,
+                           "incompressible-ish 8f2a 91cc 1e7b 55d0 aa31 0c9e");
+        struct qmeta m = {.time = now - (int64_t)(n - i) * DAY - 60, .sender = "s@example.com",
+                          .rcpts = rc, .nrcpt = 1, .reason = QREASON_VIRUS, .virus = "Eicar"};
+        struct qsource src = {.kind = QSRC_MEM, .mem = body, .len = (size_t)len};
+        assert_int_equal(qstore_put(qs, &m, &src, NULL), 0);
+    }
+}
+
+static void
+test_quota_cut_and_stats(void **state)
+{
+    (void)state;
+    struct qstore *qs = open_store(QSTORE_NOSYNC);
+    int64_t now = (int64_t)time(NULL), bytes = 0, oldest = -1;
+    long files = 0;
+
+    put_aged(qs, now, 4); /* 4, 3, 2 and 1 days old */
+    assert_int_equal(qstore_usage(qs, &bytes, &files), 0);
+    assert_int_equal(files, 4);
+
+    struct qstats st;
+    assert_int_equal(qstore_stats(qs, now, &st), 0);
+    assert_int_equal(st.messages, 4);
+    assert_int_equal(st.bytes, bytes);
+    assert_int_equal(st.oldest, now - 4 * DAY - 60);
+    assert_int_equal(st.newest, now - DAY - 60);
+    int64_t sum = 0;
+    long msgs = 0;
+    for (int i = 0; i < QSTATS_DAYS; i++) {
+        sum += st.day[i].bytes;
+        msgs += st.day[i].messages;
+        assert_int_equal(st.day[i].start % DAY, 0);
+    }
+    assert_int_equal(sum, bytes);
+    assert_int_equal(msgs, 4);
+    assert_int_equal(st.day[QSTATS_DAYS - 1].start, now / DAY * DAY);
+
+    /* Not cut: nothing removed, or removed by age only. */
+    assert_int_equal(qstore_purge(qs, now, 14 * DAY, 0, 0), 0);
+    assert_int_equal(qstore_quota_cut(qs, &oldest), 0);
+    assert_int_equal(oldest, 0);
+
+    /* One byte under the total: the oldest goes, the rest is inside the retention. */
+    assert_int_equal(qstore_purge(qs, now, 14 * DAY, bytes - 1, 0), 1);
+    assert_int_equal(qstore_quota_cut(qs, &oldest), 1);
+    assert_int_equal(oldest, now - 3 * DAY - 60);
+    /* A pass with nothing to remove while the store is still near the quota: still cut. */
+    assert_int_equal(qstore_purge(qs, now, 14 * DAY, bytes - 1, 0), 0);
+    assert_int_equal(qstore_quota_cut(qs, NULL), 1);
+    /* Room again (a larger quota): cleared. */
+    assert_int_equal(qstore_purge(qs, now, 14 * DAY, 100 * bytes, 0), 0);
+    assert_int_equal(qstore_quota_cut(qs, NULL), 0);
+
+    /* Removed by age, and the rest fits the quota: no cut. */
+    assert_int_equal(qstore_purge(qs, now, 2 * DAY, bytes, 0), 2);
+    assert_int_equal(qstore_quota_cut(qs, NULL), 0);
+
+    /* Nothing kept at all, all of it inside the retention: cut, no oldest. */
+    assert_int_equal(qstore_purge(qs, now, 30 * DAY, 1, 0), 1);
+    assert_int_equal(qstore_quota_cut(qs, &oldest), 1);
+    assert_int_equal(oldest, 0);
+
+    /* The purger takes new settings at once (not after its hour-long interval). */
+    put_aged(qs, now, 3);
+    assert_int_equal(qstore_purger_start(qs, 30 * DAY, 0, 3600), 0);
+    qstore_purger_set(qs, 30 * DAY, 1);
+    files = -1;
+    for (int i = 0; i < 1000 && files != 0; i++) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        assert_int_equal(qstore_usage(qs, NULL, &files), 0);
+    }
+    assert_int_equal(files, 0);
+    qstore_close(qs);
+}
+
 int
 main(void)
 {
@@ -1022,6 +1107,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_steady_state, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_threads, setup_dir, teardown_dir),
         cmocka_unit_test_setup_teardown(test_purger_retention, setup_dir, teardown_dir),
+        cmocka_unit_test_setup_teardown(test_quota_cut_and_stats, setup_dir, teardown_dir),
     };
     mime_global_init();
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
