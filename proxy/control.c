@@ -314,6 +314,33 @@ counter_json(void *arg, const struct counter *k)
  * client adds from the final line), sent as data lines of at most 3000
  * bytes that the client concatenates.
  */
+/* health_status() lines as JSON members: "health_checks": N, "alerts": [{name, since, text}]. */
+struct health_json {
+    struct evbuffer *b;
+    int nalerts;
+};
+
+static void
+health_json_line(void *arg, const char *line)
+{
+    struct health_json *hj = arg;
+    char name[64];
+    long long since = 0;
+    int off = 0;
+
+    if (strncmp(line, "health checks: ", 15) == 0) {
+        evbuffer_add_printf(hj->b, ", \"health_checks\": %lld, \"alerts\": [",
+                            strtoll(line + 15, NULL, 10));
+    } else if (strncmp(line, "alert: ", 7) == 0 &&
+               sscanf(line + 7, "%63s %lld %n", name, &since, &off) >= 2 && off > 0) {
+        evbuffer_add_printf(hj->b, "%s{\"name\": ", hj->nalerts++ ? ", " : "");
+        json_str(hj->b, name);
+        evbuffer_add_printf(hj->b, ", \"since\": %lld, \"text\": ", since);
+        json_str(hj->b, line + 7 + off);
+        evbuffer_add(hj->b, "}", 1);
+    }
+}
+
 static void
 status_json(struct ctl_client *c, struct daemon *d)
 {
@@ -399,6 +426,13 @@ status_json(struct ctl_client *c, struct daemon *d)
         evbuffer_add_printf(b, ", \"message_log\": {\"enabled\": false}");
     evbuffer_add_printf(b, ", \"metrics_listen\": ");
     json_str(b, cfg->metrics_listen);
+    if (d->health) {
+        struct health_json hj = {b, 0};
+        health_status(d->health, health_json_line, &hj);
+        evbuffer_add(b, "]", 1);
+    } else {
+        evbuffer_add_printf(b, ", \"health_checks\": 0, \"alerts\": []");
+    }
 
     /* Out in pieces (a data line holds at most CTL_LINE_MAX bytes). */
     char piece[3001];

@@ -38,8 +38,8 @@ import harness as h  # noqa: E402
 import scan_util as su  # noqa: E402
 from scan_util import raw  # noqa: E402
 
-ADMIN = "security@example.co.jp"
-FROM = "postmaster@example.co.jp"
+ADMIN = "security@mail.scanrelay-ci.net"
+FROM = "postmaster@mail.scanrelay-ci.net"  # not an example domain: notify.from refuses those
 
 FAST_QUEUE = {
     "queue_run_delay": raw("1s"),
