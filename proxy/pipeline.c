@@ -381,6 +381,7 @@ start_delivery(struct msg_tx *tx)
 {
     struct relay_job *j = &tx->job;
     j->qid = tx->qid;
+    j->retry = 0;
     j->env = tx->env;
     j->prefix = tx->prefix;
     j->prefixlen = tx->prefixlen;

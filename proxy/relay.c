@@ -22,6 +22,16 @@
  * a job, after it served an earlier transaction, was stale: the job is
  * retried once on a fresh connection.
  *
+ * First attempts come before retries from the deferred queue (job->retry):
+ * they go ahead of every waiting retry, and while first attempts are
+ * being relayed (or were, less than RETRY_PACE_WINDOW seconds ago)
+ * retries hold at most RETRY_SHARE of the connections (at least one), so
+ * a queue emptying 100,000 released messages takes a small share of the
+ * connections and of the loop's time and the sessions keep their rate;
+ * with no first attempts about, retries may use every connection. A first
+ * attempt may still wait for a retry that started before it came, never
+ * behind one that had not.
+ *
  * Failures never abort: they become TEMP results ("connect to ...:
  * Connection refused", "lost connection ... while ...", timeouts).
  */
@@ -48,6 +58,8 @@
 
 #define BODY_CHUNK 65536
 #define OUT_HIGH 65536
+#define RETRY_SHARE 10          /* retries hold max_conns / RETRY_SHARE connections (>= 1) ... */
+#define RETRY_PACE_WINDOW 1.0   /* ... while first attempts were relayed this recently (s) */
 
 enum conn_state {
     C_CONNECTING = 0,
@@ -107,7 +119,11 @@ struct relay {
     int max_conns, connect_timeout, cmd_timeout, data_timeout, idle_time;
     struct relay_conn *conns; /* all connections */
     int nconns;
-    struct relay_job *qhead, *qtail; /* waiting for a connection */
+    struct relay_job *qhead, *qtail; /* waiting for a connection: first attempts, then retries */
+    struct relay_job *fg_tail;       /* the last first attempt waiting, or NULL */
+    int nfg;                   /* first attempts submitted and not finished */
+    int nretry_running;        /* retries holding a connection */
+    double fg_last;            /* clock_mono() when a first attempt was last submitted or finished */
     int nwaiting;              /* jobs waiting for a connection */
     int nactive;               /* jobs submitted and not finished */
     int dispatching;
@@ -123,6 +139,61 @@ static void conn_start_job(struct relay_conn *c);
 static void conn_send_tx(struct relay_conn *c);
 static void conn_free(struct relay_conn *c);
 static void relay_dispatch(struct relay *r);
+
+/*
+ * The wait list: first attempts in their order, then retries in theirs.
+ * front puts a job back at the head of its class (a stale connection's
+ * job, tried again at once).
+ */
+static void
+wait_push(struct relay *r, struct relay_job *j, int front)
+{
+    struct relay_job **link, *after;
+    if (!j->retry) {
+        after = front ? NULL : r->fg_tail;
+        if (!front || r->fg_tail == NULL)
+            r->fg_tail = j;
+    } else {
+        after = front ? r->fg_tail : r->qtail;
+    }
+    link = after ? &after->next : &r->qhead;
+    j->next = *link;
+    *link = j;
+    if (j->next == NULL)
+        r->qtail = j;
+    r->nwaiting++;
+}
+
+static struct relay_job *
+wait_pop(struct relay *r)
+{
+    struct relay_job *j = r->qhead;
+    r->qhead = j->next;
+    if (r->qhead == NULL)
+        r->qtail = NULL;
+    if (r->fg_tail == j)
+        r->fg_tail = NULL;
+    r->nwaiting--;
+    j->next = NULL;
+    if (j->retry)
+        r->nretry_running++;
+    return j;
+}
+
+/* May the head of the wait list take a connection now? Retries are paced (top of file). */
+static int
+may_start(const struct relay *r)
+{
+    const struct relay_job *j = r->qhead;
+    if (j == NULL || !j->retry)
+        return j != NULL;
+    int share = r->max_conns / RETRY_SHARE;
+    if (share < 1)
+        share = 1;
+    if (r->nretry_running < share)
+        return 1;
+    return r->nfg == 0 && clock_mono() - r->fg_last >= RETRY_PACE_WINDOW;
+}
 
 /*
  * Address and settings.
@@ -267,6 +338,12 @@ job_finish(struct relay *r, struct relay_job *j)
     if (j->t_xfer < 0)
         j->t_xfer = 0;
     r->nactive--;
+    if (j->retry)
+        r->nretry_running--;
+    else {
+        r->nfg--;
+        r->fg_last = clock_mono();
+    }
     j->next = NULL;
     if (r->done_tail)
         r->done_tail->next = j;
@@ -373,11 +450,9 @@ conn_fail(struct relay_conn *c, const char *why, int stale_ok)
             /* A cached connection the server had closed: try once more. */
             j->retried = 1;
             memset(j->res, 0, sizeof(*j->res) * j->env->nrcpt);
-            j->next = r->qhead;
-            r->qhead = j;
-            if (r->qtail == NULL)
-                r->qtail = j;
-            r->nwaiting++;
+            if (j->retry)
+                r->nretry_running--;
+            wait_push(r, j, 1);
         } else {
             if (c->state == C_CONNECTING)
                 snprintf(text, sizeof(text), "connect to %s: %s", r->name, why);
@@ -472,8 +547,10 @@ conn_go_idle(struct relay_conn *c)
     struct relay *r = c->r;
     c->state = C_IDLE;
     c->job = NULL;
-    if (r->qhead) {
+    if (may_start(r)) {
         conn_start_job(c);
+        /* Pacing may have held retries back: other idle connections may take them now. */
+        relay_dispatch(r);
         return;
     }
     if (c->dirty) {
@@ -622,13 +699,8 @@ static void
 conn_start_job(struct relay_conn *c)
 {
     struct relay *r = c->r;
-    struct relay_job *j = r->qhead;
+    struct relay_job *j = wait_pop(r);
 
-    r->qhead = j->next;
-    if (r->qhead == NULL)
-        r->qtail = NULL;
-    r->nwaiting--;
-    j->next = NULL;
     c->job = j;
     if (c->idle_ev)
         evtimer_del(c->idle_ev);
@@ -1096,12 +1168,7 @@ conn_open(struct relay *r)
     bufferevent_set_timeouts(c->bev, &ct, &ct);
 
     /* Take the job now so a later dispatch does not open another connection for it. */
-    struct relay_job *j = r->qhead;
-    r->qhead = j->next;
-    if (r->qhead == NULL)
-        r->qtail = NULL;
-    r->nwaiting--;
-    j->next = NULL;
+    struct relay_job *j = wait_pop(r);
     j->t_wait = clock_mono() - j->t_start;
     snprintf(j->relay_name, sizeof(j->relay_name), "%s", r->name);
     c->job = j;
@@ -1120,7 +1187,7 @@ relay_dispatch(struct relay *r)
     if (r->dispatching)
         return;
     r->dispatching = 1;
-    while (r->qhead) {
+    while (may_start(r)) {
         struct relay_conn *idle = NULL;
         for (struct relay_conn *c = r->conns; c; c = c->next)
             if (c->state == C_IDLE && c->job == NULL) {
@@ -1151,12 +1218,11 @@ relay_submit(struct relay *r, struct relay_job *job)
     job->perm_reply[0] = '\0';
     job->ntried = 0;
     memset(job->res, 0, sizeof(*job->res) * job->env->nrcpt);
-    if (r->qtail)
-        r->qtail->next = job;
-    else
-        r->qhead = job;
-    r->qtail = job;
-    r->nwaiting++;
+    if (!job->retry) {
+        r->nfg++;
+        r->fg_last = job->t_start;
+    }
+    wait_push(r, job, 0);
     r->nactive++;
     relay_dispatch(r);
     return 0;

@@ -39,6 +39,7 @@ struct relay_job {
     struct relay_body body;
     void (*done)(struct relay_job *job, void *arg);
     void *arg;
+    int retry;                    /* a retry from the deferred queue: yields to first attempts */
 
     /* Output, valid in done(). res[i] corresponds to env->rcpt[i]. */
     struct relay_rcpt_result *res;

@@ -416,6 +416,7 @@ delivery_start(struct queue *q, struct qent *e)
     q->nactive++;
     struct relay_job *j = &qd->job;
     j->qid = e->id;
+    j->retry = 1;
     j->env = qd->qe->env;
     j->body.pread = qe_pread;
     j->body.ctx = qd->qe;
