@@ -17,6 +17,12 @@ own log and queue: zero deferrals (no "status=deferred", no "Connection
 refused", no "lost connection", no "delivery temporarily suspended"),
 nothing lost (every message at the sink, exactly once) and the Postfix
 queue empty at the end.
+
+test_flush_upstream_after_outage: item 3. With Postfix's stock retry
+timers (300 s), mail deferred while scanrelayd was down goes out within
+seconds of its return when etc/systemd/scanrelay-flush-upstream (the
+unit's ExecStartPost=) runs; a folder without a Postfix in
+SCANRELAY_UPSTREAM_POSTFIX is skipped harmlessly.
 """
 import os
 import re
@@ -94,6 +100,44 @@ def test_sandwich_restarts(ctx):
     check(q, "queue listing")
     if reused == 0:
         fail("Postfix reused no cached connection: the test did not exercise the cache")
+
+
+FLUSH = os.path.join(os.environ.get("SCANRELAY_SRC") or os.path.dirname(os.path.dirname(
+    os.path.dirname(os.path.abspath(__file__)))), "etc", "systemd", "scanrelay-flush-upstream")
+
+
+def test_flush_upstream_after_outage(ctx):
+    if shutil.which("postfix") is None or shutil.which("smtp-source") is None:
+        raise Skip("postfix is not installed (scripts/install-deps.sh installs it)")
+    n = 20
+    sink = SmtpSink(ctx)
+    reinject = free_port()
+    d = Scanrelayd(ctx, relay_port=reinject, start=False)
+    pf = Postfix(ctx, filter_port=d.port, relay_port=sink.port, reinject_port=reinject,
+                 extra_main={"queue_run_delay": "300s", "minimal_backoff_time": "300s",
+                             "maximal_backoff_time": "4000s"})
+    subprocess.run(["smtp-source", "-s", "4", "-m", str(n), "-l", "1024", "-M",
+                    "flush-client.example", "-f", "sender@example.com", "-t", "rcpt@example.org",
+                    "127.0.0.1:%d" % pf.front_port], check=True, timeout=120)
+    wait_for(lambda: len(re.findall(r": to=<rcpt@example\.org>, .*status=deferred",
+                                    pf.log())) >= n, 60,
+             "Postfix deferring the %d messages while scanrelayd is down" % n)
+    d.start()
+    env = dict(os.environ, SCANRELAY_UPSTREAM_POSTFIX="%s %s" % (ctx.path("no-postfix"), pf.conf))
+    p = subprocess.run(["sh", FLUSH], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       text=True, timeout=60)
+    check_eq(p.returncode, 0, "scanrelay-flush-upstream status (%r)" % p.stdout)
+    check("skipped" in p.stdout, "the folder without Postfix is skipped: %r" % p.stdout)
+    t0 = time.time()
+    wait_for(lambda: sink_count(sink) >= n, 30,
+             "the deferred messages at the sink after the flush (%d there)" % sink_count(sink),
+             interval=0.1)
+    print("  %d deferred messages delivered %.1f s after the flush (Postfix's next retry: "
+          "300 s)" % (n, time.time() - t0), flush=True)
+    p = subprocess.run(["sh", FLUSH], env=dict(os.environ, SCANRELAY_UPSTREAM_POSTFIX="none"),
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60)
+    check_eq((p.returncode, p.stdout), (0, ""), "SCANRELAY_UPSTREAM_POSTFIX=none")
+    d.stop()
 
 
 if __name__ == "__main__":
