@@ -11,7 +11,9 @@ stopped (SIGTERM, or SIGKILL), restarted while the downstream is still
 down, then the downstream (smtp-sink) comes back: the whole queue must
 drain within probe_interval + 5 s of its return, and every message that
 got a 250 arrives. A third case restarts with the downstream already up:
-the start-up probe alone flushes everything.
+the start-up probe alone flushes everything. A fourth has a long
+probe_interval (120 s) and no probe in time: one new message relayed
+after the downstream's return wakes the whole queue.
 """
 import os
 import sys
@@ -19,8 +21,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Raw, SmtpSink, check, check_eq, run_tests, wait_for  # noqa: E402
-from queue_util import (SenderPool, dump_message_ids, kill9, queue_count,  # noqa: E402
-                        queue_daemon)
+from queue_util import (SenderPool, dump_message_ids, kill9, make_message,  # noqa: E402
+                        queue_count, queue_daemon, send_one)
 
 MESSAGES = int(os.environ.get("RESTART_QUEUE_MESSAGES", "300"))
 PROBE = 3  # probe_interval, seconds
@@ -29,9 +31,9 @@ SLOW = {"queue_run_delay": Raw("300s"), "minimal_backoff_time": Raw("300s"),
         "max_parallel": 20}
 
 
-def fill_queue(ctx):
+def fill_queue(ctx, queue=SLOW):
     """A daemon whose downstream is down, holding MESSAGES messages in custody."""
-    d = queue_daemon(ctx, queue=SLOW)
+    d = queue_daemon(ctx, queue=queue)
     pool = SenderPool(d.port, nthreads=6, size=2048, tag="restart")
     pool.release(MESSAGES)
     check(pool.wait_idle(240), "the senders did not finish within 240 s")
@@ -87,6 +89,30 @@ def test_restart_with_downstream_up(ctx):
     took = time.time() - t0
     print("  %d messages drained %.1f s after the restart" % (MESSAGES, took), flush=True)
     check(took <= 5 + 5, "the queue drained in %.1f s after the restart" % took)
+    got = dump_message_ids(sink.dumpdir)
+    check_eq(sum(1 for m in pool.accepted if got[m]), MESSAGES, "messages at the sink")
+    d.stop()
+
+
+def test_relayed_mail_wakes_the_queue(ctx):
+    q = dict(SLOW, probe_interval=Raw("120s"))
+    d, pool = fill_queue(ctx, queue=q)
+    d.stop()
+    mark = len(d.log())
+    d.start()
+    d.wait_log(r"status=deferred", timeout=30, since=mark)  # the start-up probe failed
+    sink = SmtpSink(ctx, port=d.relay_port)
+    t0 = time.time()
+    r = send_one(d.port, "live@example.com", ["rcpt@example.org"],
+                 make_message("<live-1@restart-integ.example>"))
+    check(r.code == 250 and "relayed" in r.text, "the new message is relayed: %r" % r)
+    wait_for(lambda: queue_count(d) == 0, 30,
+             "the queue to drain after a message was relayed (%d left)" % queue_count(d),
+             interval=0.1)
+    took = time.time() - t0
+    print("  %d queued messages drained %.1f s after a new message was relayed "
+          "(probe_interval 120 s)" % (MESSAGES, took), flush=True)
+    check(took <= 10, "the queue drained in %.1f s" % took)
     got = dump_message_ids(sink.dumpdir)
     check_eq(sum(1 for m in pool.accepted if got[m]), MESSAGES, "messages at the sink")
     d.stop()
