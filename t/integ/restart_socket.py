@@ -204,6 +204,56 @@ def test_restarts_refuse_nothing(ctx):
              "accepted messages at the sink")
 
 
+def test_crash_restart_refuses_nothing(ctx):
+    """SIGKILL (a crash that systemd restarts): new connections wait for the next process."""
+    sink = SmtpSink(ctx)
+    d = Scanrelayd(ctx, relay_port=sink.port, start=False)
+    launcher = Launcher(ctx, d)
+    lock = threading.Lock()
+    # lost: accepted by the daemon that was killed before it greeted (the crash's own loss)
+    stats = {"greeted": 0, "refused": 0, "lost": 0, "bad": []}
+    stopping = []
+
+    def connector():
+        while not stopping:
+            try:
+                c = SmtpClient(d.port, timeout=60)
+            except ConnectionRefusedError:
+                with lock:
+                    stats["refused"] += 1
+                continue
+            except (Closed, OSError):
+                with lock:
+                    stats["lost"] += 1
+                continue
+            with lock:
+                if c.greeting.code == 220:
+                    stats["greeted"] += 1
+                else:
+                    stats["bad"].append(repr(c.greeting))
+            c.quit()
+
+    threads = [threading.Thread(target=connector, daemon=True) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(3):
+            target = stats["greeted"] + 20
+            wait_for(lambda: stats["greeted"] >= target, 60, "greetings before crash %d" % i)
+            check_eq(launcher.restart("kill-restart"), -signal.SIGKILL, "status of the killed daemon")
+        target = stats["greeted"] + 20
+        wait_for(lambda: stats["greeted"] >= target, 60, "greetings after the last crash")
+    finally:
+        stopping.append(1)
+        for t in threads:
+            t.join(90)
+    check_eq(launcher.stop(), 0, "exit status of the last daemon")
+    print("  %d connections greeted across 3 crashes, %d lost by a killed daemon"
+          % (stats["greeted"], stats["lost"]), flush=True)
+    check_eq(stats["refused"], 0, "connections refused across the crashes")
+    check(not stats["bad"], "connections that failed otherwise: %s" % stats["bad"][:5])
+
+
 def test_check_socket_unit(ctx):
     """scanrelayd -t compares the socket unit's ListenStream= with listen."""
     d = Scanrelayd(ctx, start=False)
