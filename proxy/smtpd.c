@@ -71,6 +71,7 @@ struct smtpd_session {
     int dead;            /* free at the end of the current callback */
     int used;            /* has had a transaction: a client may have cached it */
     size_t cmds_at_tx;   /* proto.ncommands when the last transaction was answered */
+    int lingering;       /* shutdown: FIN sent, reading to EOF before the close */
     /* Deadlines (smtpd_command_deadline, smtpd_min_data_rate). */
     struct event *deadline_ev;
     double cmd_start;            /* the current command line's deadline counts from here */
@@ -204,14 +205,61 @@ static const struct smtpd_proto_ops session_ops = {
  * I/O callbacks.
  */
 
+/*
+ * Lingering close, while shutting down: a client that pipelined a command
+ * after its end of data (Postfix sends RSET with "." on a session it means
+ * to cache) has input we never read, and close() with unread input sends
+ * a reset that can destroy our last reply before the client reads it. So:
+ * FIN after the reply, discard what comes, close at the client's EOF or
+ * after a second.
+ */
+static void
+linger_read_cb(struct bufferevent *bev, void *arg)
+{
+    (void)arg;
+    evbuffer_drain(bufferevent_get_input(bev), evbuffer_get_length(bufferevent_get_input(bev)));
+}
+
+static void
+linger_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct smtpd_session *s = arg;
+    (void)bev;
+    (void)what;
+    s->dead = 1;
+    session_maybe_free(s);
+}
+
+static void
+linger_start(struct smtpd_session *s)
+{
+    struct timeval one = {1, 0};
+    s->lingering = 1;
+    evtimer_del(s->deadline_ev);
+    shutdown(bufferevent_getfd(s->bev), SHUT_WR);
+    bufferevent_setcb(s->bev, linger_read_cb, NULL, linger_event_cb, s);
+    bufferevent_set_timeouts(s->bev, &one, NULL);
+    bufferevent_enable(s->bev, EV_READ);
+    linger_read_cb(s->bev, s);
+}
+
 /* Free at the end of a callback once flagged and flushed. */
 static void
 session_maybe_free(struct smtpd_session *s)
 {
     if (s->in_callback)
         return;
-    if (s->dead || (s->closing && evbuffer_get_length(bufferevent_get_output(s->bev)) == 0))
+    if (s->dead) {
         session_free(s);
+        return;
+    }
+    if (s->closing && !s->lingering &&
+        evbuffer_get_length(bufferevent_get_output(s->bev)) == 0) {
+        if (s->d->shutting_down)
+            linger_start(s);
+        else
+            session_free(s);
+    }
 }
 
 static void
@@ -507,7 +555,8 @@ smtpd_accept(struct daemon *d, int fd, const struct sockaddr *sa, int salen)
 
 /*
  * Idle after a transaction, no command since (an RSET probe answered means
- * a MAIL is coming) and none on its way in: safe to close silently.
+ * a MAIL is coming) and none on its way in: safe to close silently (once
+ * the transaction's answer is out).
  */
 static int
 session_idle(struct smtpd_session *s)
@@ -535,8 +584,14 @@ smtpd_shutdown_all(struct daemon *d)
             inflight++; /* answered, then closed (tx_done) */
             continue;
         }
-        s->dead = 1;
         closed++;
+        if (evbuffer_get_length(bufferevent_get_output(s->bev)) > 0) {
+            /* The last answer is still on its way out: close after it. */
+            s->proto.state = SMTPD_S_QUIT;
+            ops_close(s);
+        } else {
+            s->dead = 1;
+        }
         session_maybe_free(s);
     }
     if (closed || inflight)

@@ -71,6 +71,17 @@ class Launcher:
             self.proc.wait(10)
 
 
+class TracingClient(SmtpClient):
+    """SmtpClient that remembers the last command line it sent (for fault reports)."""
+
+    last = "(greeting)"
+
+    def send(self, data):
+        b = data.encode("utf-8") if isinstance(data, str) else data
+        self.last = b[:12].decode("ascii", "replace") if len(b) < 200 else "(message body)"
+        super().send(data)
+
+
 class Clients:
     """CLIENTS threads sending mail over reused connections; they record every fault."""
 
@@ -104,7 +115,7 @@ class Clients:
             try:
                 if c is None:
                     try:
-                        c = SmtpClient(self.port, timeout=60)
+                        c = TracingClient(self.port, timeout=60)
                     except ConnectionRefusedError as e:
                         self.error("connection refused: %s" % e)
                         time.sleep(0.1)
@@ -156,7 +167,7 @@ class Clients:
                     c.quit()
                     c = None
             except (Closed, OSError, TestFailure) as e:
-                self.error("%s: %s" % (step, e))
+                self.error("%s (after %r): %s" % (step, c.last if c else None, e))
                 if c is not None:
                     c.close()
                 c = None
