@@ -64,8 +64,20 @@ expect() {
 make_conf one "$pf/one-instance/main.cf" "$pf/one-instance/master.cf"
 make_conf in "$pf/two-instance/input-main.cf" "$pf/two-instance/input-master.cf"
 make_conf out "$pf/two-instance/output-main.cf" "$pf/two-instance/output-master.cf" drop-smtp-inet
+# The recommended settings that ship commented out ("#name = value") must
+# read cleanly too, once uncommented.
+for n in one in; do
+    case $n in
+    one) main=$pf/one-instance/main.cf master=$pf/one-instance/master.cf ;;
+    *) main=$pf/two-instance/input-main.cf master=$pf/two-instance/input-master.cf ;;
+    esac
+    sed -E 's/^#([a-z_0-9]+ = )/\1/' "$main" >"$tmp/$n-rec-main.cf"
+    make_conf $n-rec "$tmp/$n-rec-main.cf" "$master"
+    [ "$(grep -cE '^#[a-z_0-9]+ = ' "$main")" -ge 10 ] ||
+        failed "$n: the recommended (commented) settings are missing"
+done
 
-for n in one in out; do
+for n in one in out one-rec in-rec; do
     quiet $n -n
     quiet $n -M
     quiet $n -P
@@ -81,6 +93,11 @@ for n in one in; do
         "scanrelay/unix/disable_mime_output_conversion = yes"
     expect $n "-P scanrelay/unix/smtp_data_done_timeout" \
         "scanrelay/unix/smtp_data_done_timeout = 1200s"
+done
+for n in one in; do
+    expect $n-rec "-h queue_run_delay" "60s"
+    expect $n-rec "-h scanrelay_destination_concurrency_failed_cohort_limit" "10"
+    expect $n-rec "-h postscreen_dnsbl_sites" "zen.spamhaus.org*3, bl.spamcop.net*1"
 done
 expect one "-P 127.0.0.1:10026/inet/content_filter" "127.0.0.1:10026/inet/content_filter ="
 expect one "-P 127.0.0.1:10026/inet/receive_override_options" \

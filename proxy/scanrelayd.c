@@ -3,12 +3,19 @@
  * signals, systemd notification, start-up and shutdown.
  *
  *   scanrelayd [-c FILE] [-f] [-d]     run (-f: foreground, log to stderr)
- *   scanrelayd -t [-c FILE]            check the configuration, exit 0/1
+ *   scanrelayd -t [-c FILE] [-s UNIT]  check the configuration, exit 0/1
  *   scanrelayd -V                      versions of scanrelayd and its libraries
  *
+ * Listeners: the sockets systemd passes (LISTEN_FDS, the scanrelayd.socket
+ * unit) when there are any, so that connections wait in the kernel's
+ * backlog while the daemon restarts; otherwise it binds `listen` itself.
+ * -t compares the socket unit's ListenStream= with `listen` (warns).
+ *
  * Signals: SIGHUP re-reads the configuration (a broken file keeps the old
- * one and logs why); SIGTERM/SIGINT stop accepting, let transactions in
- * flight finish within shutdown_timeout, then exit.
+ * one and logs why); SIGTERM/SIGINT stop accepting, close idle sessions
+ * without a word (a 421 would be read by the client's next command as a
+ * deferral), let transactions in flight finish and answer them within
+ * shutdown_timeout, then exit.
  * systemd: READY=1 once listening, WATCHDOG=1 at half of WATCHDOG_USEC,
  * STOPPING=1 on shutdown (plain datagrams to $NOTIFY_SOCKET; no library).
  */
@@ -50,6 +57,7 @@
 #include "qstore.h"
 #include "reconf.h"
 #include "scan_pool.h"
+#include "sdsock.h"
 #include "wpool.h"
 #include "queue.h"
 #include "queue_glue.h"
@@ -63,6 +71,11 @@ static const char *config_path;
 static int config_explicit;
 static struct event *shutdown_timer, *watchdog_timer;
 static struct event *signal_events[3];
+
+/* Sockets passed by systemd (or an emulation of it), taken before detaching. */
+#define SD_MAX_FDS 16
+static int sd_fds[SD_MAX_FDS];
+static int sd_nfds;
 
 /* Derive d->lim and d->xfnets from the configuration; 0 ok, -1 with err. */
 static int
@@ -155,22 +168,72 @@ accept_error_cb(struct evconnlistener *l, void *arg)
 }
 
 static void
+add_listener(struct daemon *d, struct evconnlistener *l, const char *what)
+{
+    if (l == NULL)
+        log_fatal("cannot listen on %s", what);
+    evconnlistener_set_error_cb(l, accept_error_cb);
+    d->listeners[d->nlisteners++] = l;
+}
+
+/* Socket activation: say where `listen` and the passed sockets differ. */
+static void
+compare_passed(const struct sr_config *c)
+{
+    char addr[SD_MAX_FDS][80];
+    for (int i = 0; i < sd_nfds; i++)
+        if (sdsock_addr(sd_fds[i], addr[i], sizeof(addr[i])) < 0)
+            snprintf(addr[i], sizeof(addr[i]), "(fd %d)", sd_fds[i]);
+    for (size_t j = 0; j < c->nlisten; j++) {
+        int found = 0;
+        for (int i = 0; i < sd_nfds && !found; i++)
+            found = sdsock_same(c->listen[j], addr[i]);
+        if (!found)
+            log_warnx("listen: %s is not among the sockets systemd passed; the socket unit "
+                      "decides where scanrelayd listens (see scanrelayd -t)",
+                      c->listen[j]);
+    }
+    for (int i = 0; i < sd_nfds; i++) {
+        int found = 0;
+        for (size_t j = 0; j < c->nlisten && !found; j++)
+            found = sdsock_same(c->listen[j], addr[i]);
+        log_info("listening on %s (socket activation)%s", addr[i],
+                 found ? "" : "; not in listen");
+    }
+}
+
+static void
 open_listeners(struct daemon *d)
 {
     const struct sr_config *c = services_config(&d->svc);
+    if (sd_nfds > 0) {
+        /* The sockets belong to systemd: ours are copies, closed on exit. */
+        d->listeners = xcalloc((size_t)sd_nfds, sizeof(*d->listeners));
+        compare_passed(c);
+        for (int i = 0; i < sd_nfds; i++) {
+            char what[32];
+            snprintf(what, sizeof(what), "passed socket %d", sd_fds[i]);
+            evutil_make_socket_nonblocking(sd_fds[i]);
+            add_listener(d,
+                         evconnlistener_new(d->base, accept_cb, d,
+                                            LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0,
+                                            sd_fds[i]),
+                         what);
+        }
+        return;
+    }
     d->listeners = xcalloc(c->nlisten, sizeof(*d->listeners));
     for (size_t i = 0; i < c->nlisten; i++) {
         struct sockaddr_storage ss;
         int len = sizeof(ss);
         if (evutil_parse_sockaddr_port(c->listen[i], (struct sockaddr *)&ss, &len) < 0)
             log_fatalx("listen: bad address '%s' (use IP:PORT)", c->listen[i]);
-        struct evconnlistener *l = evconnlistener_new_bind(
-            d->base, accept_cb, d, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
-            1024, (struct sockaddr *)&ss, len);
-        if (l == NULL)
-            log_fatal("cannot listen on %s", c->listen[i]);
-        evconnlistener_set_error_cb(l, accept_error_cb);
-        d->listeners[d->nlisteners++] = l;
+        add_listener(d,
+                     evconnlistener_new_bind(d->base, accept_cb, d,
+                                             LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
+                                                 LEV_OPT_CLOSE_ON_EXEC,
+                                             1024, (struct sockaddr *)&ss, len),
+                     c->listen[i]);
     }
 }
 
@@ -379,16 +442,86 @@ make_dir(const char *path, mode_t mode)
     return 0;
 }
 
+/*
+ * -t: the socket unit's ListenStream= against `listen`. The unit: -s FILE,
+ * else $SCANRELAY_SOCKET_UNIT, else the first of the usual places (none
+ * found: nothing to check). A difference is a warning: the unit wins.
+ */
+static const char *const socket_unit_paths[] = {
+    "/etc/systemd/system/scanrelayd.socket",
+    "/usr/lib/systemd/system/scanrelayd.socket",
+    "/lib/systemd/system/scanrelayd.socket",
+};
+
+static int
+check_socket_unit(const struct sr_config *c, const char *unit)
+{
+    char err[1024], **streams;
+    size_t n;
+    int explicit = unit != NULL;
+
+    if (unit == NULL)
+        unit = getenv("SCANRELAY_SOCKET_UNIT");
+    explicit = explicit || unit != NULL;
+    for (size_t i = 0; unit == NULL && i < sizeof(socket_unit_paths) / sizeof(*socket_unit_paths);
+         i++)
+        if (access(socket_unit_paths[i], R_OK) == 0)
+            unit = socket_unit_paths[i];
+    if (unit == NULL) {
+        printf("scanrelayd: no socket unit (scanrelayd.socket) found: scanrelayd binds listen "
+               "itself\n");
+        return 0;
+    }
+    if (sdsock_unit_streams(unit, &streams, &n, err, sizeof(err)) < 0) {
+        fprintf(stderr, "scanrelayd: socket unit %s\n", err);
+        return explicit ? -1 : 0;
+    }
+    int mismatch = 0;
+    if (n == 0) {
+        fprintf(stderr, "scanrelayd: warning: socket unit %s has no ListenStream=\n", unit);
+        mismatch = 1;
+    }
+    for (size_t j = 0; j < c->nlisten; j++) {
+        int found = 0;
+        for (size_t i = 0; i < n && !found; i++)
+            found = sdsock_same(c->listen[j], streams[i]);
+        if (!found) {
+            fprintf(stderr,
+                    "scanrelayd: warning: listen address %s is not a ListenStream= of %s; "
+                    "under systemd the socket unit decides where scanrelayd listens\n",
+                    c->listen[j], unit);
+            mismatch = 1;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        int found = 0;
+        for (size_t j = 0; j < c->nlisten && !found; j++)
+            found = sdsock_same(c->listen[j], streams[i]);
+        if (!found) {
+            fprintf(stderr, "scanrelayd: warning: %s: ListenStream=%s is not in listen\n", unit,
+                    streams[i]);
+            mismatch = 1;
+        }
+    }
+    if (!mismatch)
+        printf("scanrelayd: socket unit %s listens where listen says\n", unit);
+    sdsock_free_list(streams, n);
+    return 0;
+}
+
 static void
 usage(void)
 {
     fprintf(stderr, "usage: scanrelayd [-c FILE] [-f] [-d]\n"
-                    "       scanrelayd -t [-c FILE]\n"
+                    "       scanrelayd -t [-c FILE] [-s UNIT]\n"
                     "       scanrelayd -V\n"
                     "  -c FILE  configuration (default %s)\n"
                     "  -f       stay in the foreground, log to stderr\n"
                     "  -d       debug logging\n"
                     "  -t       check the configuration and exit\n"
+                    "  -s UNIT  with -t: the systemd socket unit to compare with listen\n"
+                    "           (default $SCANRELAY_SOCKET_UNIT, else scanrelayd.socket\n"
+                    "           in /etc/systemd/system, /usr/lib/systemd/system)\n"
                     "  -V       print the versions of scanrelayd and its libraries\n",
             SR_DEFAULT_CONFIG);
     exit(2);
@@ -399,10 +532,14 @@ main(int argc, char **argv)
 {
     struct daemon *d = &daemon_state;
     int foreground = 0, test = 0, debug = 0, ch;
+    const char *socket_unit = NULL;
     char err[1024];
 
-    while ((ch = getopt(argc, argv, "c:fdthV")) != -1) {
+    while ((ch = getopt(argc, argv, "c:fdthVs:")) != -1) {
         switch (ch) {
+        case 's':
+            socket_unit = optarg;
+            break;
         case 'V':
             printf("scanrelayd %s\n"
                    "libclamav %s\n"
@@ -485,6 +622,8 @@ main(int argc, char **argv)
         }
         relay_free(r);
         event_base_free(b);
+        if (check_socket_unit(cfg, socket_unit) < 0)
+            return 1;
         if (cfg->scan.enabled) {
             log_init("scanrelayd", 1);
             engine_fallback_database(&cfg->virus, cfg->path != NULL,
@@ -530,6 +669,11 @@ main(int argc, char **argv)
         log_fatal("cannot create state_directory %s", cfg->state_directory);
     if (make_dir(cfg->queue_directory, 0750) < 0)
         log_fatal("cannot create queue_directory %s", cfg->queue_directory);
+
+    /* Sockets from systemd: LISTEN_PID names this process, not the detached child. */
+    sd_nfds = sdsock_take(sd_fds, SD_MAX_FDS);
+    if (sd_nfds < 0)
+        log_fatal("LISTEN_FDS: cannot take the sockets systemd passed");
 
     /* Without -f: detach (under systemd, the unit passes -f). */
     if (!foreground && getenv("INVOCATION_ID") == NULL && daemon(0, 0) < 0)

@@ -17,6 +17,15 @@
  * cannot make us buffer a body in memory). A session that has said its
  * 421 but whose client does not read it is dropped after smtpd_timeout.
  *
+ * Shutdown (smtpd_shutdown_all): a session idle after a transaction is
+ * closed at once without a word: the client (Postfix's connection cache)
+ * finds it closed when it probes it with RSET and opens a new connection,
+ * which waits in the listening socket's backlog for the next process. A
+ * 421 there would be read as the answer to the client's next command and
+ * defer a message. A session in a transaction, or one that has not had its
+ * first transaction yet, goes on; each is closed right after the answer
+ * to its transaction, never with a 421.
+ *
  * Teardown is one function, session_free(). A session is never freed while
  * its code is still on the stack: callbacks set flags and free at their
  * end. A message in flight when its client vanishes finishes on its own
@@ -60,6 +69,9 @@ struct smtpd_session {
     int closing;         /* close once output is flushed */
     int in_callback;     /* our code is on the stack: defer free */
     int dead;            /* free at the end of the current callback */
+    int used;            /* has had a transaction: a client may have cached it */
+    size_t cmds_at_tx;   /* proto.ncommands when the last transaction was answered */
+    int lingering;       /* shutdown: FIN sent, reading to EOF before the close */
     /* Deadlines (smtpd_command_deadline, smtpd_min_data_rate). */
     struct event *deadline_ev;
     double cmd_start;            /* the current command line's deadline counts from here */
@@ -126,12 +138,16 @@ tx_done(struct msg_tx *tx, const char *reply, void *arg)
     s->tx = NULL;
     s->in_callback++;
     smtpd_proto_tx_done(&s->proto, reply);
-    if (strncmp(reply, "421", 3) == 0) {
-        /* Overload: the reply said we close. */
+    s->used = 1;
+    s->cmds_at_tx = s->proto.ncommands;
+    if (strncmp(reply, "421", 3) == 0 || s->d->shutting_down) {
+        /*
+         * Overload: the reply said we close. Shutdown: the transaction is
+         * answered; close now, before the client reuses the session.
+         */
         s->proto.state = SMTPD_S_QUIT;
         ops_close(s);
-    } else if (s->d->shutting_down && s->proto.state == SMTPD_S_IDLE)
-        smtpd_proto_shutdown(&s->proto, "421 4.3.2 Service shutting down, closing connection");
+    }
     if (!s->closing) {
         bufferevent_enable(s->bev, EV_READ);
         session_input(s); /* pipelined commands may be waiting */
@@ -189,14 +205,61 @@ static const struct smtpd_proto_ops session_ops = {
  * I/O callbacks.
  */
 
+/*
+ * Lingering close, while shutting down: a client that pipelined a command
+ * after its end of data (Postfix sends RSET with "." on a session it means
+ * to cache) has input we never read, and close() with unread input sends
+ * a reset that can destroy our last reply before the client reads it. So:
+ * FIN after the reply, discard what comes, close at the client's EOF or
+ * after a second.
+ */
+static void
+linger_read_cb(struct bufferevent *bev, void *arg)
+{
+    (void)arg;
+    evbuffer_drain(bufferevent_get_input(bev), evbuffer_get_length(bufferevent_get_input(bev)));
+}
+
+static void
+linger_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct smtpd_session *s = arg;
+    (void)bev;
+    (void)what;
+    s->dead = 1;
+    session_maybe_free(s);
+}
+
+static void
+linger_start(struct smtpd_session *s)
+{
+    struct timeval one = {1, 0};
+    s->lingering = 1;
+    evtimer_del(s->deadline_ev);
+    shutdown(bufferevent_getfd(s->bev), SHUT_WR);
+    bufferevent_setcb(s->bev, linger_read_cb, NULL, linger_event_cb, s);
+    bufferevent_set_timeouts(s->bev, &one, NULL);
+    bufferevent_enable(s->bev, EV_READ);
+    linger_read_cb(s->bev, s);
+}
+
 /* Free at the end of a callback once flagged and flushed. */
 static void
 session_maybe_free(struct smtpd_session *s)
 {
     if (s->in_callback)
         return;
-    if (s->dead || (s->closing && evbuffer_get_length(bufferevent_get_output(s->bev)) == 0))
+    if (s->dead) {
         session_free(s);
+        return;
+    }
+    if (s->closing && !s->lingering &&
+        evbuffer_get_length(bufferevent_get_output(s->bev)) == 0) {
+        if (s->d->shutting_down)
+            linger_start(s);
+        else
+            session_free(s);
+    }
 }
 
 static void
@@ -490,18 +553,49 @@ smtpd_accept(struct daemon *d, int fd, const struct sockaddr *sa, int salen)
     deadline_update(s);
 }
 
+/*
+ * Idle after a transaction, no command since (an RSET probe answered means
+ * a MAIL is coming) and none on its way in: safe to close silently (once
+ * the transaction's answer is out).
+ */
+static int
+session_idle(struct smtpd_session *s)
+{
+    enum smtpd_state st = s->proto.state;
+    char c;
+
+    if (!s->used || s->closing || (st != SMTPD_S_IDLE && st != SMTPD_S_HELO) ||
+        s->proto.ncommands != s->cmds_at_tx || s->proto.linelen > 0)
+        return 0;
+    if (evbuffer_get_length(bufferevent_get_input(s->bev)) > 0)
+        return 0;
+    ssize_t n = recv(bufferevent_getfd(s->bev), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    return !(n > 0); /* data: a command is coming, answer it; EOF/error: gone anyway */
+}
+
 void
 smtpd_shutdown_all(struct daemon *d)
 {
     struct smtpd_session *s, *n;
+    int closed = 0, inflight = 0;
     for (s = d->sessions; s; s = n) {
         n = s->next;
-        enum smtpd_state st = s->proto.state;
-        if (st == SMTPD_S_DATA || st == SMTPD_S_WAIT || st == SMTPD_S_MAIL)
-            continue; /* finishes its transaction first */
-        s->in_callback++;
-        smtpd_proto_shutdown(&s->proto, "421 4.3.2 Service shutting down, closing connection");
-        s->in_callback--;
+        if (!session_idle(s)) {
+            inflight++; /* answered, then closed (tx_done) */
+            continue;
+        }
+        closed++;
+        if (evbuffer_get_length(bufferevent_get_output(s->bev)) > 0) {
+            /* The last answer is still on its way out: close after it. */
+            s->proto.state = SMTPD_S_QUIT;
+            ops_close(s);
+        } else {
+            s->dead = 1;
+        }
         session_maybe_free(s);
     }
+    if (closed || inflight)
+        log_info("shutdown: closed %d idle session(s); %d session(s) finish their "
+                 "transaction first",
+                 closed, inflight);
 }

@@ -8,7 +8,7 @@ struct daemon;
 
 /* A new client connection (from the listener). */
 void smtpd_accept(struct daemon *d, int fd, const struct sockaddr *sa, int salen);
-/* Shutdown: close idle sessions with 421; busy ones finish their transaction first. */
+/* Shutdown: close sessions idle after a transaction, silently; others close after their next answer. */
 void smtpd_shutdown_all(struct daemon *d);
 
 #endif

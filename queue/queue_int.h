@@ -16,6 +16,7 @@ struct queue {
     int nactive;  /* deliveries in progress */
     int njobs;    /* run() jobs not yet completed */
     int flushing; /* a flush ignores the "downstream down" pacing */
+    int start_probe; /* started with mail: the downstream is unknown until one attempt ends */
     struct event *run_ev, *probe_ev;
     struct qctl_op *ops, *ops_tail; /* admin verbs, the first one running */
     struct event *op_ev;            /* next slice of the running verb */

@@ -17,6 +17,13 @@
  * once (queue_kick from the daemon's recovery callback). There is one
  * timer for runs and one for probes, never one per message.
  *
+ * After a restart the downstream's state is unknown and the stored
+ * next-attempt times belong to the old process: a queue that starts with
+ * mail probes at once (the oldest message, alone) and, when that attempt
+ * delivers anything, flushes everything, due or not; when it fails at the
+ * connection the daemon marks the downstream down and the usual probes
+ * (and any live message relayed) bring the flush.
+ *
  * After an attempt: delivered recipients are marked done (fdatasync)
  * before the file goes, permanent failures get an RFC 3464 DSN (queued
  * durably before they are marked), a message past maximal_queue_lifetime
@@ -61,7 +68,10 @@ struct qdelivery {
     time_t next;
     int del_after, hold_after; /* the administrator's verb, carried out by the worker */
     int err;                   /* worker's errno, 0 ok */
+    int start_probe;           /* the attempt that tells whether the downstream is back */
 };
+
+static void queue_scan(struct queue *q, int force);
 
 static const struct sr_config *
 cfg(const struct queue *q)
@@ -231,6 +241,7 @@ delivery_done(struct relay_job *job, void *arg)
     (void)job;
 
     qd->now = time(NULL);
+    int start_probe = qd->start_probe, any_ok = 0;
     int null_sender = env->sender == NULL || env->sender[0] == '\0';
     time_t lifetime = (time_t)(null_sender ? c->bounce_queue_lifetime : c->maximal_queue_lifetime);
     for (size_t i = 0; i < env->nrcpt; i++)
@@ -252,6 +263,7 @@ delivery_done(struct relay_job *job, void *arg)
             continue;
         switch (qd->res[i].cls) {
         case RELAY_OK:
+            any_ok = 1;
             log_attempt(qd, i, "sent");
             r->state = RCPT_DONE;
             break;
@@ -317,6 +329,14 @@ delivery_done(struct relay_job *job, void *arg)
     qd->hold_after = qd->e->hold_after && !qd->remove && !qd->del_after;
     /* The delivery slot is free now; the entry stays active until its file is updated. */
     q->nactive--;
+    if (start_probe) {
+        /* The start-up probe is over: the downstream answered, or the relay now says down. */
+        q->start_probe = 0;
+        if (any_ok) {
+            log_info("queue: the downstream accepts mail: delivering the whole queue");
+            queue_scan(q, 1);
+        }
+    }
     if (queue_run(q, finish_work, finish_done, qd) < 0) {
         /* Out of memory: leave the file as it is; it is retried later. */
         qd->remove = qd->del_after = qd->hold_after = 0;
@@ -388,7 +408,7 @@ expire_start(struct queue *q, struct qent *e)
 }
 
 static void
-delivery_start(struct queue *q, struct qent *e)
+delivery_start(struct queue *q, struct qent *e, int start_probe)
 {
     struct qdelivery *qd = qdelivery_new(q, e);
     if (qd == NULL) {
@@ -414,6 +434,7 @@ delivery_start(struct queue *q, struct qent *e)
     }
     e->active = 1;
     q->nactive++;
+    qd->start_probe = start_probe;
     struct relay_job *j = &qd->job;
     j->qid = e->id;
     j->retry = 1;
@@ -428,6 +449,8 @@ delivery_start(struct queue *q, struct qent *e)
         e->active = 0;
         q->nactive--;
         qdelivery_free(qd);
+        if (start_probe)
+            q->start_probe = 0;
     }
 }
 
@@ -436,13 +459,13 @@ sched_pump(struct queue *q, int probe)
 {
     if (q->h.stopping(q->h.ctx))
         return;
-    int down = q->h.down(q->h.ctx) && !q->flushing;
+    int down = (q->h.down(q->h.ctx) || q->start_probe) && !q->flushing;
     while (q->ix.due_head && q->nactive < cfg(q)->queue.max_parallel) {
         if (down && (!probe || q->nactive > 0))
             break;
         struct qent *e = q->ix.due_head;
         qindex_due_unlink(&q->ix, e);
-        delivery_start(q, e);
+        delivery_start(q, e, probe && q->start_probe);
         probe = 0;
     }
     if (q->ix.due_head == NULL)
@@ -492,8 +515,10 @@ probe_cb(evutil_socket_t fd, short what, void *arg)
     struct queue *q = arg;
     (void)fd;
     (void)what;
-    if (!q->h.down(q->h.ctx))
+    if (!q->h.down(q->h.ctx) && !q->start_probe)
         return;
+    if (q->nactive > 0)
+        return; /* an attempt is on its way: it is the probe */
     if (q->ix.due_head == NULL) {
         /* Nothing due: probe with the oldest deferred message anyway. */
         struct qent *oldest = NULL;
@@ -554,7 +579,14 @@ sched_start(struct queue *q, char *err, size_t errlen)
     if (q->ix.n)
         log_info("queue: %zu message(s) in the deferred queue, %zu held", q->ix.n - q->ix.nheld,
                  q->ix.nheld);
-    /* Messages whose time has come go out right away. */
+    /*
+     * Mail left by the previous process: probe at once (the run then
+     * sends what is due once the probe says the downstream is up).
+     */
+    if (q->ix.n > q->ix.nheld) {
+        q->start_probe = 1;
+        event_active(q->probe_ev, 0, 0);
+    }
     event_active(q->run_ev, 0, 0);
     return 0;
 }
