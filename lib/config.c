@@ -220,6 +220,34 @@ static cfg_opt_t log_opts[] = {
     CFG_END(),
 };
 
+const char *const sr_rule_list_keys[SR_RL_N] = {
+    "subject", "from", "body", "exclude", "sender", "recipient",
+    "attachment_name", "attachment_type", "attachment_true_type",
+};
+
+static cfg_opt_t rule_opts[] = {
+    CFG_STR_LIST("subject", "{}", CFGF_NONE),
+    CFG_STR_LIST("from", "{}", CFGF_NONE),
+    CFG_STR_LIST("body", "{}", CFGF_NONE),
+    CFG_STR_LIST("exclude", "{}", CFGF_NONE),
+    CFG_STR_LIST("sender", "{}", CFGF_NONE),
+    CFG_STR_LIST("recipient", "{}", CFGF_NONE),
+    CFG_STR_LIST("attachment_name", "{}", CFGF_NONE),
+    CFG_STR_LIST("attachment_type", "{}", CFGF_NONE),
+    CFG_STR_LIST("attachment_true_type", "{}", CFGF_NONE),
+    CFG_STR("match", "any", CFGF_NONE),
+    CFG_BOOL("case", cfg_false, CFGF_NONE),
+    SIZE("min_size", 0),
+    SIZE("max_size", 0),
+    COUNT("min_recipients", 0),
+    COUNT("min_attachments", 0),
+    ACTION("action", "quarantine"),
+    CFG_STR("reject_text", "", CFGF_NONE),
+    CFG_STR("tag_header", "", CFGF_NONE),
+    CFG_STR("expires", "", CFGF_NONE),
+    CFG_END(),
+};
+
 static cfg_opt_t top_opts[] = {
     CFG_STR_LIST("listen", "{127.0.0.1:10025}", CFGF_NONE),
     CFG_STR("relay", "127.0.0.1:10026", CFGF_NONE),
@@ -250,6 +278,7 @@ static cfg_opt_t top_opts[] = {
     CFG_SEC("queue", queue_opts, CFGF_NONE),
     CFG_SEC("quarantine", quarantine_opts, CFGF_NONE),
     CFG_SEC("log", log_opts, CFGF_NONE),
+    CFG_SEC("rule", rule_opts, CFGF_MULTI | CFGF_TITLE | CFGF_NO_TITLE_DUPES),
     CFG_END(),
 };
 
@@ -332,6 +361,30 @@ resolve_path(const char *dir, const char *p)
     return r;
 }
 
+/*
+ * The line where rule "name" starts in text (libconfuse gives a section
+ * the line where it ends); fallback when not found.
+ */
+static int
+rule_line(const char *text, const char *name, int fallback)
+{
+    size_t nl = strlen(name);
+    for (const char *p = text ? strstr(text, "rule") : NULL; p; p = strstr(p + 4, "rule")) {
+        const char *q = p + 4;
+        if (p != text && !(p[-1] == ' ' || p[-1] == '\t' || p[-1] == '\n'))
+            continue;
+        while (*q == ' ' || *q == '\t')
+            q++;
+        if ((*q == '"' || *q == '\'') && strncmp(q + 1, name, nl) == 0 && q[1 + nl] == *q) {
+            int line = 1;
+            for (const char *s = text; s < p; s++)
+                line += *s == '\n';
+            return line;
+        }
+    }
+    return fallback;
+}
+
 /* An action key's code: its word (from the file or the default) through the hook. */
 static int
 get_action(cfg_t *sec, const char *key, int *out, const char *path, char *err, size_t errlen)
@@ -378,6 +431,7 @@ config_load(const char *path, int explicit_path, char *err, size_t errlen)
     struct sr_config *c;
     cfg_t *cfg;
     char *dir = NULL;
+    char *rules_text = NULL; /* the parsed text: where each rule starts */
     int have_file = 0;
 
     err[0] = '\0';
@@ -400,6 +454,7 @@ config_load(const char *path, int explicit_path, char *err, size_t errlen)
     cfg_set_error_function(cfg, cf_errfunc);
     validate_actions(cfg, "virus", virus_opts);
     validate_actions(cfg, "scan", scan_opts);
+    validate_actions(cfg, "rule", rule_opts);
     cf_path = path;
     if (have_file) {
         char *text = read_without_comments(path);
@@ -409,11 +464,12 @@ config_load(const char *path, int explicit_path, char *err, size_t errlen)
             return NULL;
         }
         int rc = cfg_parse_buf(cfg, text);
-        free(text);
+        rules_text = text;
         if (rc != CFG_SUCCESS) {
             if (err[0] == '\0')
                 snprintf(err, errlen, "%s: parse error", path);
             cfg_free(cfg);
+            free(rules_text);
             cf_path = NULL;
             return NULL;
         }
@@ -574,8 +630,42 @@ config_load(const char *path, int explicit_path, char *err, size_t errlen)
     c->log.enabled = cfg_getbool(lg, "enabled");
     c->log.retention = cfg_getint(lg, "retention");
 
+    c->nrules = cfg_size(cfg, "rule");
+    c->rules = xcalloc(c->nrules ? c->nrules : 1, sizeof(*c->rules));
+    for (size_t i = 0; i < c->nrules; i++) {
+        cfg_t *rs = cfg_getnsec(cfg, "rule", (unsigned)i);
+        struct sr_config_rule *r = &c->rules[i];
+        r->name = xstrdup(cfg_title(rs));
+        r->line = rule_line(rules_text, r->name, rs->line);
+        for (int k = 0; k < SR_RL_N; k++) {
+            struct sr_strlist *l = &r->list[k];
+            l->n = cfg_size(rs, sr_rule_list_keys[k]);
+            l->v = xcalloc(l->n + 1, sizeof(char *));
+            for (size_t j = 0; j < l->n; j++)
+                l->v[j] = xstrdup(cfg_getnstr(rs, sr_rule_list_keys[k], (unsigned)j));
+        }
+        r->match = xstrdup(cfg_getstr(rs, "match"));
+        r->case_sensitive = cfg_getbool(rs, "case");
+        r->min_size = cfg_getint(rs, "min_size");
+        r->max_size = cfg_getint(rs, "max_size");
+        r->min_recipients = cfg_getint(rs, "min_recipients");
+        r->min_attachments = cfg_getint(rs, "min_attachments");
+        r->reject_text = xstrdup(cfg_getstr(rs, "reject_text"));
+        r->tag_header = xstrdup(cfg_getstr(rs, "tag_header"));
+        r->expires = xstrdup(cfg_getstr(rs, "expires"));
+        if (get_action(rs, "action", &r->action, path, err, errlen) < 0)
+            goto bad;
+        if (strcmp(r->match, "any") != 0 && strcmp(r->match, "all") != 0 &&
+            strcmp(r->match, "phrase") != 0) {
+            snprintf(err, errlen, "%s:%d: rule \"%s\": match must be any, all or phrase, not '%s'",
+                     path, r->line, r->name, r->match);
+            goto bad;
+        }
+    }
+
     cfg_free(cfg);
     free(dir);
+    free(rules_text);
     cf_err = NULL;
     cf_path = NULL;
     return c;
@@ -583,6 +673,7 @@ config_load(const char *path, int explicit_path, char *err, size_t errlen)
 bad:
     cfg_free(cfg);
     free(dir);
+    free(rules_text);
     config_free(c);
     cf_err = NULL;
     cf_path = NULL;
@@ -622,5 +713,21 @@ config_free(struct sr_config *c)
     free(c->xforward_networks);
     free(c->virus.database_directory);
     free(c->virus.temporary_directory);
+    for (size_t i = 0; c->rules && i < c->nrules; i++) {
+        struct sr_config_rule *r = &c->rules[i];
+        free(r->name);
+        for (int k = 0; k < SR_RL_N; k++) {
+            for (size_t j = 0; r->list[k].v && j < r->list[k].n; j++)
+                free(r->list[k].v[j]);
+            free(r->list[k].v);
+        }
+        free(r->match);
+        free(r->reject_text);
+        free(r->tag_header);
+        free(r->expires);
+    }
+    free(c->rules);
+    if (c->attach && c->attach_free)
+        c->attach_free(c->attach);
     free(c);
 }

@@ -40,6 +40,7 @@
 #include "log.h"
 #include "mime.h"
 #include "msglog.h"
+#include "policy.h"
 #include "qstore.h"
 #include "scan_pool.h"
 #include "wpool.h"
@@ -184,6 +185,12 @@ daemon_reload(struct daemon *d, char *msg, size_t msglen)
         snprintf(msg, msglen, "%s; keeping the old configuration", err);
         return -1;
     }
+    if (policy_attach(nc, err, sizeof(err)) < 0) {
+        config_unref(nc);
+        log_warnx("reload: %s; keeping the old configuration", err);
+        snprintf(msg, msglen, "%s; keeping the old configuration", err);
+        return -1;
+    }
     struct sr_config *old = services_config(&d->svc);
     if (daemon_apply_config(d, nc, err, sizeof(err)) < 0 ||
         relay_configure(d->relay, nc->relay, nc->hostname, (int)nc->relay_connections,
@@ -223,7 +230,8 @@ daemon_reload(struct daemon *d, char *msg, size_t msglen)
         engine_holder_set_config(d->engines, &nc->virus);
         engine_reload_async(d->engines);
     }
-    log_info("reload: configuration %s reloaded%s", nc->path ? nc->path : "(built-in defaults)",
+    log_info("reload: configuration %s reloaded (%zu policy rules)%s",
+             nc->path ? nc->path : "(built-in defaults)", policy_nrules(policy_of(nc)),
              d->engines ? "; signature reload started" : "");
     snprintf(msg, msglen, "configuration reloaded%s",
              d->engines ? "; signature reload started" : "");
@@ -472,6 +480,11 @@ main(int argc, char **argv)
     struct sr_config *cfg = config_load(config_path, config_explicit, err, sizeof(err));
     if (cfg == NULL) {
         fprintf(stderr, "scanrelayd: %s\n", err);
+        return 1;
+    }
+    if (policy_attach(cfg, err, sizeof(err)) < 0) {
+        fprintf(stderr, "scanrelayd: %s\n", err);
+        config_unref(cfg);
         return 1;
     }
     services_init(&d->svc, idle_hook, reload_hook, d);

@@ -985,8 +985,8 @@ scan_message_opts(struct sr_engine *e, const struct sr_config *cfg, const char *
 }
 
 int
-scan_message_fd(struct sr_engine *e, const struct sr_config *cfg, int fd, int nrcpts,
-                struct scan_result *res)
+scan_message_fd_opts(struct sr_engine *e, const struct sr_config *cfg, int fd, int nrcpts,
+                     const struct scan_opts *opts, struct scan_result *res)
 {
     struct stat sb;
     int rc;
@@ -994,7 +994,7 @@ scan_message_fd(struct sr_engine *e, const struct sr_config *cfg, int fd, int nr
     if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_size > 0) {
         void *p = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
         if (p != MAP_FAILED) {
-            rc = scan_message(e, cfg, p, (size_t)sb.st_size, nrcpts, res);
+            rc = scan_message_opts(e, cfg, p, (size_t)sb.st_size, nrcpts, opts, res);
             munmap(p, (size_t)sb.st_size);
             return rc;
         }
@@ -1030,7 +1030,7 @@ scan_message_fd(struct sr_engine *e, const struct sr_config *cfg, int fd, int nr
             break;
         len += (size_t)n;
     }
-    rc = scan_message(e, cfg, buf, len, nrcpts, res);
+    rc = scan_message_opts(e, cfg, buf, len, nrcpts, opts, res);
     free(buf);
     return rc;
 
@@ -1038,6 +1038,13 @@ fail:
     saved = errno;
     free(buf);
     return read_error(e, cfg, res, saved);
+}
+
+int
+scan_message_fd(struct sr_engine *e, const struct sr_config *cfg, int fd, int nrcpts,
+                struct scan_result *res)
+{
+    return scan_message_fd_opts(e, cfg, fd, nrcpts, NULL, res);
 }
 
 void

@@ -144,6 +144,8 @@ int scan_message_opts(struct sr_engine *e, const struct sr_config *cfg, const ch
                       struct scan_result *res);
 int scan_message_fd(struct sr_engine *e, const struct sr_config *cfg, int fd, int nrcpts,
                     struct scan_result *res);
+int scan_message_fd_opts(struct sr_engine *e, const struct sr_config *cfg, int fd, int nrcpts,
+                         const struct scan_opts *opts, struct scan_result *res);
 void scan_result_free(struct scan_result *res);
 
 /* The X-Virus-Scanned value: "scanrelay 0.1.0 (ClamAV 1.4.6/12345)". */
