@@ -117,7 +117,11 @@ def start(ctx, rules=RULES):
     return rs, d
 
 
+CASES = []  # (message, sender, recipient, rule expected to match or None), for "rules test"
+
+
 def expect_reject(d, msg, rule, rcpt, sender="sender@example.com", text=None):
+    CASES.append((msg, sender, rcpt, rule))
     tx = su.send(d.port, msg, sender=sender, rcpts=(rcpt,))
     r = su.expect_final(tx, 554, "rule %s" % rule, "554 5.7.1")
     h.check("policy %s:" % rule in r.line(),
@@ -127,7 +131,8 @@ def expect_reject(d, msg, rule, rcpt, sender="sender@example.com", text=None):
     return r
 
 
-def expect_delivered(rs, d, msg, rcpt, n, sender="sender@example.com", what=""):
+def expect_delivered(rs, d, msg, rcpt, n, sender="sender@example.com", what="", rule=None):
+    CASES.append((msg, sender, rcpt, rule))
     tx = su.send(d.port, msg, sender=sender, rcpts=(rcpt,))
     su.expect_final(tx, 250, what or "delivered")
     got = rs.wait_txs(n)[n - 1].message
@@ -176,6 +181,7 @@ def test_rules(ctx):
     z = zip_of("report.pdf", pe_bytes())
     msg = su.mime_message([su.text_part(b"see attached\n"),
                            su.attachment("report.zip", z, "application/zip")])
+    CASES.append((msg, "sender@example.com", "x@t.example", "truetype"))
     tx = su.send(d.port, msg, rcpts=("x@t.example",))
     r = su.expect_final(tx, 250, "truetype", "250 2.7.0 Ok: quarantined as ")
     qid = su.reply_qid(r)
@@ -183,7 +189,7 @@ def test_rules(ctx):
     h.check(line.get("rule") == "truetype" and line.get("result") == "policy", str(line))
     h.check("report.zip/report.pdf" in line.get("part", ""), "part not named: %s" % line)
     rc, out, err, _ = su.cli(["quarantine", "list"], conf=d.conf_path)
-    h.check(rc == 0 and qid in out and "policy" in out,
+    h.check(rc == 0 and qid in out and "policy" in out and "truetype" in out,
             "quarantine list: %r %r" % (out[-500:], err[-300:]))
     msg = su.mime_message([su.text_part(b"invoice\n"),
                            su.attachment("invoice.pdf.exe", b"hello", "application/pdf")])
@@ -193,13 +199,35 @@ def test_rules(ctx):
     body = b"You are our lottery   winner!\n"
     n += 1
     expect_delivered(rs, d, su.text_message(body), "x@t.example", n,
-                     sender="boss@partner.example", what="approved sender")
+                     sender="boss@partner.example", what="approved sender", rule="approved")
+    CASES.append((su.text_message(body), "sender@example.com", "x@t.example", "lottery"))
     tx = su.send(d.port, su.text_message(body), rcpts=("x@t.example",))
     su.expect_final(tx, 250, "lottery", "250 2.7.0 Ok: discarded")
     expect_reject(d, su.text_message(b"hi\n"), "blocked", "x@t.example",
                   sender="Someone@Mail.Spam.Example",
                   text="Mail from this domain is not accepted")
     h.check_eq(len(rs.wait_txs(n)), n, "messages downstream")
+
+    # The daemon's hit counts.
+    rc, out, err, _ = su.cli(["rules"], conf=d.conf_path)
+    h.check(rc == 0 and "phrase: 1 hits, action reject" in out and
+            "truetype: 1 hits, action quarantine" in out and "jp-subject: 2 hits" in out,
+            "scanrelay rules: %r %r" % (out, err))
+
+    # "scanrelay rules test" agrees with the daemon on every case, without acting.
+    for i, (msg, sender, rcpt, rule) in enumerate(CASES):
+        path = ctx.path("case%d.eml" % i)
+        with open(path, "wb") as f:
+            f.write(msg)
+        rc, out, err, _ = su.cli(["rules", "test", "-s", sender, "-R", rcpt, path],
+                                 conf=d.conf_path)
+        got = [ln.strip().split(":")[0] for ln in out.splitlines() if ln.startswith("  ")]
+        if rule is None:
+            h.check(rc == 0 and got == [], "rules test case %d: expected none, got %r %r"
+                    % (i, out, err))
+        else:
+            h.check(rc == 1 and got == [rule], "rules test case %d: expected %s, got %r %r"
+                    % (i, rule, out, err))
 
 
 def test_bad_rules(ctx):
