@@ -19,8 +19,11 @@
  * declared type, true type from libmagic, and the members of archives
  * one level down, by libarchive), then runs the rules in order. All
  * conditions of a rule must hold; an exclude entry that matches cancels
- * the rule. Keyword evaluation allocates nothing per keyword (memmem on
- * the folded text, one PCRE2 match block per message).
+ * the rule. The folded keywords of all rules are one Aho-Corasick
+ * automaton: one pass over each folded text marks the words and phrases
+ * present, and rules read bits; evaluation allocates nothing per keyword
+ * (one bit set per text and one PCRE2 match block per message). Keywords
+ * of case = yes rules are searched (strstr) in the unfolded text.
  *
  * Keyword entries (subject, from, body, exclude) with match =
  *   phrase: the entry appears as written (folded);
@@ -61,6 +64,8 @@ struct entry {
     size_t nwords;
     char *wbuf;
     pcre2_code *re;
+    int pid;  /* folded rules: needle of the whole entry (phrase mode), else -1 */
+    int *wid; /* folded rules: needle of each word */
 };
 
 struct elist {
@@ -78,11 +83,145 @@ struct prule {
     atomic_int expired_logged;
 };
 
+/*
+ * One Aho-Corasick automaton over the folded keywords of every rule (each
+ * distinct word or phrase a needle): one pass over each folded text marks
+ * the needles present in a bit set, and the rules read their bits.
+ */
+struct ac_node {
+    int child, sibling; /* first child, next sibling (-1 none) */
+    int fail, dict;     /* failure link; nearest node on the fail chain with a needle, -1 */
+    int needle;         /* needle ending here, -1 */
+    unsigned char c;    /* the byte leading here */
+};
+struct ac {
+    struct ac_node *n;
+    size_t nn, cap;
+    int root_next[256]; /* dense transitions of the root */
+    char **needles;     /* id -> text */
+    size_t nneedles;
+};
+
 struct policy {
     struct prule *r;
     size_t n;
     int need_attachments, need_true_type, need_body;
+    struct ac ac;
 };
+
+/* ---- the keyword automaton ---- */
+
+static int
+ac_new_node(struct ac *a, unsigned char c)
+{
+    if (a->nn == a->cap) {
+        a->cap = a->cap ? a->cap * 2 : 256;
+        a->n = xrealloc(a->n, a->cap * sizeof(*a->n));
+    }
+    a->n[a->nn] = (struct ac_node){-1, -1, 0, -1, -1, c};
+    return (int)a->nn++;
+}
+
+static int
+ac_child(const struct ac *a, int s, unsigned char c)
+{
+    if (s == 0)
+        return a->root_next[c];
+    for (int k = a->n[s].child; k >= 0; k = a->n[k].sibling)
+        if (a->n[k].c == c)
+            return k;
+    return -1;
+}
+
+/* The needle id of text, added when new. */
+static int
+ac_needle(struct ac *a, const char *text)
+{
+    for (size_t i = 0; i < a->nneedles; i++)
+        if (strcmp(a->needles[i], text) == 0)
+            return (int)i;
+    a->needles = xrealloc(a->needles, (a->nneedles + 1) * sizeof(char *));
+    a->needles[a->nneedles] = xstrdup(text);
+    if (a->nn == 0) {
+        ac_new_node(a, 0);
+        for (int c = 0; c < 256; c++)
+            a->root_next[c] = -1;
+    }
+    int s = 0;
+    for (const unsigned char *p = (const unsigned char *)text; *p; p++) {
+        int t = ac_child(a, s, *p);
+        if (t < 0) {
+            t = ac_new_node(a, *p);
+            if (s == 0) {
+                a->root_next[*p] = t;
+            } else {
+                a->n[t].sibling = a->n[s].child;
+                a->n[s].child = t;
+            }
+        }
+        s = t;
+    }
+    a->n[s].needle = (int)a->nneedles;
+    return (int)a->nneedles++;
+}
+
+/* Failure and dictionary links, breadth first. */
+static void
+ac_build(struct ac *a)
+{
+    if (a->nn == 0)
+        return;
+    int *queue = xmalloc(a->nn * sizeof(int));
+    size_t qh = 0, qt = 0;
+    for (int c = 0; c < 256; c++) {
+        int t = a->root_next[c];
+        if (t >= 0) {
+            a->n[t].fail = 0;
+            queue[qt++] = t;
+        }
+    }
+    while (qh < qt) {
+        int s = queue[qh++];
+        for (int t = a->n[s].child; t >= 0; t = a->n[t].sibling) {
+            int f = a->n[s].fail, g;
+            while ((g = ac_child(a, f, a->n[t].c)) < 0 && f != 0)
+                f = a->n[f].fail;
+            a->n[t].fail = g >= 0 && g != t ? g : 0;
+            int fl = a->n[t].fail;
+            a->n[t].dict = a->n[fl].needle >= 0 ? fl : a->n[fl].dict;
+            queue[qt++] = t;
+        }
+    }
+    free(queue);
+}
+
+/* Mark in bits the needles found in text. */
+static void
+ac_scan(const struct ac *a, const char *text, unsigned char *bits)
+{
+    if (a->nn == 0)
+        return;
+    int s = 0;
+    for (const unsigned char *p = (const unsigned char *)text; *p; p++) {
+        int t;
+        while ((t = ac_child(a, s, *p)) < 0 && s != 0)
+            s = a->n[s].fail;
+        s = t >= 0 ? t : 0;
+        for (int k = a->n[s].needle >= 0 ? s : a->n[s].dict; k >= 0; k = a->n[k].dict) {
+            int id = a->n[k].needle;
+            bits[id >> 3] |= (unsigned char)(1u << (id & 7));
+        }
+    }
+}
+
+static void
+ac_free(struct ac *a)
+{
+    for (size_t i = 0; i < a->nneedles; i++)
+        free(a->needles[i]);
+    free(a->needles);
+    free(a->n);
+}
 
 /* ---- compile ---- */
 
@@ -132,6 +271,7 @@ static int
 compile_entry(struct entry *e, int list, const char *s, int fold, char *why, size_t whylen)
 {
     memset(e, 0, sizeof(*e));
+    e->pid = -1;
     if (s[0] == '\0') {
         snprintf(why, whylen, "empty entry in %s", sr_rule_list_keys[list]);
         return -1;
@@ -186,6 +326,7 @@ entry_free(struct entry *e)
     free(e->text);
     free(e->words);
     free(e->wbuf);
+    free(e->wid);
     if (e->re)
         pcre2_code_free(e->re);
 }
@@ -217,6 +358,7 @@ policy_free(struct policy *p)
             free(p->r[i].l[k].e);
         }
     free(p->r);
+    ac_free(&p->ac);
     free(p);
 }
 
@@ -268,6 +410,24 @@ policy_compile(const struct sr_config *cfg, char *err, size_t errlen)
         if (cr->list[SR_RL_BODY].n || cr->list[SR_RL_EXCLUDE].n)
             p->need_body = 1;
     }
+
+    /* The folded keywords of every rule into one automaton. */
+    for (size_t i = 0; i < p->n; i++) {
+        struct prule *r = &p->r[i];
+        if (!r->fold)
+            continue;
+        for (int k = 0; k <= SR_RL_EXCLUDE; k++)
+            for (size_t j = 0; j < r->l[k].n; j++) {
+                struct entry *e = &r->l[k].e[j];
+                if (e->kind != E_WORDS)
+                    continue;
+                e->pid = ac_needle(&p->ac, e->text);
+                e->wid = xcalloc(e->nwords, sizeof(int));
+                for (size_t w = 0; w < e->nwords; w++)
+                    e->wid[w] = ac_needle(&p->ac, e->words[w]);
+            }
+    }
+    ac_build(&p->ac);
     return p;
 }
 
@@ -334,6 +494,8 @@ struct view {
     const struct scan_input *in;
     const struct sr_config *cfg;
     pcre2_match_data *md;
+    unsigned char *bits[3]; /* needles found in subject, from, body (folded) */
+    size_t bodylen[2];
 };
 
 struct sbuf {
@@ -478,6 +640,8 @@ html_to_text(struct sbuf *b, size_t start)
     b->len = (size_t)(w - b->s);
 }
 
+#define TRUE_TYPE_HEAD (16 * 1024)
+
 /* libmagic handle per thread (magic_t is not thread-safe). */
 static pthread_key_t magic_key;
 static pthread_once_t magic_once = PTHREAD_ONCE_INIT;
@@ -500,7 +664,8 @@ true_type(const void *data, size_t len)
     pthread_once(&magic_once, magic_key_init);
     magic_t m = pthread_getspecific(magic_key);
     if (m == NULL) {
-        m = magic_open(MAGIC_MIME_TYPE | MAGIC_NO_CHECK_COMPRESS | MAGIC_NO_CHECK_TAR);
+        m = magic_open(MAGIC_MIME_TYPE | MAGIC_NO_CHECK_COMPRESS | MAGIC_NO_CHECK_TAR |
+                       MAGIC_NO_CHECK_JSON | MAGIC_NO_CHECK_CSV | MAGIC_NO_CHECK_TOKENS);
         if (m == NULL)
             return "";
         if (magic_load(m, NULL) < 0) {
@@ -509,7 +674,9 @@ true_type(const void *data, size_t len)
         }
         pthread_setspecific(magic_key, m);
     }
-    const char *t = magic_buffer(m, data, len);
+    /* The head says what a file is (PE, ZIP, PDF, Office...); reading all of a
+     * large attachment costs much and tells no more. */
+    const char *t = magic_buffer(m, data, len < TRUE_TYPE_HEAD ? len : TRUE_TYPE_HEAD);
     return t ? t : "";
 }
 
@@ -634,6 +801,8 @@ view_free(struct view *v)
         free(v->a[i].where);
     }
     free(v->a);
+    for (int i = 0; i < 3; i++)
+        free(v->bits[i]);
     if (v->md)
         pcre2_match_data_free(v->md);
 }
@@ -648,20 +817,34 @@ view_build(struct view *v, const struct policy *p, const struct scan_input *in)
     v->subject[0] = xstrdup(in->subject ? in->subject : "");
     v->from[0] = xstrdup(in->hdr_from ? in->hdr_from : "");
     v->md = pcre2_match_data_create(1, NULL);
-    struct mime_msg *m = mime_parse_mem(in->msg, in->len, (int)cfg->scan.max_mime_depth,
-                                        (int)cfg->scan.max_mime_parts, err, sizeof(err));
+    struct mime_msg *m = in->mime;
+    if (m == NULL && (p->need_body || p->need_attachments))
+        m = mime_parse_mem(in->msg, in->len, (int)cfg->scan.max_mime_depth,
+                           (int)cfg->scan.max_mime_parts, err, sizeof(err));
     if (m) {
         if (in->subject == NULL) {
             free(v->subject[0]);
             v->subject[0] = xstrdup(mime_subject(m));
         }
-        mime_walk(m, walk_cb, &w);
-        mime_free(m);
+        if (p->need_body || p->need_attachments)
+            mime_walk(m, walk_cb, &w);
+        if (m != in->mime)
+            mime_free(m);
     }
     v->body[0] = w.body.s ? w.body.s : xstrdup("");
     v->subject[1] = textfold(v->subject[0]);
     v->from[1] = textfold(v->from[0]);
     v->body[1] = textfold(v->body[0]);
+    v->bodylen[0] = strlen(v->body[0]);
+    v->bodylen[1] = strlen(v->body[1]);
+    size_t nb = (p->ac.nneedles + 7) / 8 + 1;
+    v->bits[0] = xcalloc(nb, 1);
+    v->bits[1] = xcalloc(nb, 1);
+    v->bits[2] = xcalloc(nb, 1);
+    ac_scan(&p->ac, v->subject[1], v->bits[0]);
+    ac_scan(&p->ac, v->from[1], v->bits[1]);
+    if (p->need_body)
+        ac_scan(&p->ac, v->body[1], v->bits[2]);
 }
 
 /* ---- matching ---- */
@@ -669,7 +852,8 @@ view_build(struct view *v, const struct policy *p, const struct scan_input *in)
 static int
 re_match(const struct view *v, pcre2_code *re, const char *s)
 {
-    return pcre2_match(re, (PCRE2_SPTR)s, strlen(s), 0, 0, v->md, NULL) >= 0;
+    size_t n = s == v->body[0] ? v->bodylen[0] : s == v->body[1] ? v->bodylen[1] : strlen(s);
+    return pcre2_match(re, (PCRE2_SPTR)s, n, 0, 0, v->md, NULL) >= 0;
 }
 
 static int
@@ -678,15 +862,38 @@ has(const char *text, const char *needle)
     return strstr(text, needle) != NULL;
 }
 
-/* A keyword list on one text (already folded when the rule folds). */
+#define BIT(b, id) (((b)[(id) >> 3] >> ((id) & 7)) & 1)
+
+/*
+ * A keyword list on one text (already folded when the rule folds; bits:
+ * the needles of the automaton found in it, for folded rules).
+ */
 static int
-kw_match(const struct view *v, const struct prule *r, const struct elist *l, const char *text)
+kw_match(const struct view *v, const struct prule *r, const struct elist *l, const char *text,
+         const unsigned char *bits)
 {
     for (size_t i = 0; i < l->n; i++) {
         const struct entry *e = &l->e[i];
         if (e->kind == E_REGEX) {
             if (re_match(v, e->re, text))
                 return 1;
+            continue;
+        }
+        if (e->wid != NULL) {
+            size_t j;
+            if (r->match == M_PHRASE) {
+                if (BIT(bits, e->pid))
+                    return 1;
+            } else if (r->match == M_ALL) {
+                for (j = 0; j < e->nwords && BIT(bits, e->wid[j]); j++)
+                    ;
+                if (j == e->nwords)
+                    return 1;
+            } else {
+                for (j = 0; j < e->nwords; j++)
+                    if (BIT(bits, e->wid[j]))
+                        return 1;
+            }
             continue;
         }
         if (r->match == M_PHRASE) {
@@ -810,17 +1017,17 @@ rule_match(const struct view *v, const struct policy_run *run, const struct prul
         *where = "recipient";
     }
     if (r->l[SR_RL_SUBJECT].n) {
-        if (!kw_match(v, r, &r->l[SR_RL_SUBJECT], v->subject[f]))
+        if (!kw_match(v, r, &r->l[SR_RL_SUBJECT], v->subject[f], v->bits[0]))
             return 0;
         *where = "header Subject";
     }
     if (r->l[SR_RL_FROM].n) {
-        if (!kw_match(v, r, &r->l[SR_RL_FROM], v->from[f]))
+        if (!kw_match(v, r, &r->l[SR_RL_FROM], v->from[f], v->bits[1]))
             return 0;
         *where = "header From";
     }
     if (r->l[SR_RL_BODY].n) {
-        if (!kw_match(v, r, &r->l[SR_RL_BODY], v->body[f]))
+        if (!kw_match(v, r, &r->l[SR_RL_BODY], v->body[f], v->bits[2]))
             return 0;
         *where = "body";
     }
@@ -837,8 +1044,8 @@ rule_match(const struct view *v, const struct policy_run *run, const struct prul
         /* Exclusion: any mode, as phrases. */
         struct prule ph = *r;
         ph.match = M_PHRASE;
-        if (kw_match(v, &ph, &r->l[SR_RL_EXCLUDE], v->subject[f]) ||
-            kw_match(v, &ph, &r->l[SR_RL_EXCLUDE], v->body[f]))
+        if (kw_match(v, &ph, &r->l[SR_RL_EXCLUDE], v->subject[f], v->bits[0]) ||
+            kw_match(v, &ph, &r->l[SR_RL_EXCLUDE], v->body[f], v->bits[2]))
             return 0;
     }
     return 1;

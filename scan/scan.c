@@ -835,10 +835,11 @@ conclude(struct state *st, const struct scan_opts *opts)
 /* The caller's checkers, after the built-in ones. */
 static void
 run_checkers(struct state *st, const struct scan_opts *opts, const char *msg, size_t len,
-             int nrcpts)
+             int nrcpts, struct mime_msg *m)
 {
     struct scan_result *r = st->res;
-    struct scan_input in = {msg, len, nrcpts, st->cfg, r->subject, r->hdr_from, r->message_id};
+    struct scan_input in = {msg,           len,         nrcpts,         st->cfg,
+                            r->subject,    r->hdr_from, r->message_id, m};
 
     st->part = 0;
     for (size_t i = 0; opts != NULL && i < opts->ncheckers; i++) {
@@ -958,14 +959,14 @@ scan_message_opts(struct sr_engine *e, const struct sr_config *cfg, const char *
             st.base = "message";
             clam_scan(&st, msg, len, NULL);
         }
-        mime_free(m);
     }
 
     res->expanded = st.budget.total;
     res->archive_files = st.budget.files;
     res->archive_depth = st.budget.max_depth;
     res->archive_peak_buffer = st.budget.peak_buffer;
-    run_checkers(&st, opts, msg, len, nrcpts);
+    run_checkers(&st, opts, msg, len, nrcpts, m);
+    mime_free(m);
     if (st.oom) {
         st.part = 0;
         error_finding(&st, "scan", "out of memory", "message");

@@ -9,6 +9,7 @@
 #include "verdict.h"
 
 struct sr_engine;
+struct mime_msg;
 
 /* One MIME leaf part as walked. */
 struct scan_part {
@@ -88,6 +89,8 @@ struct scan_input {
     int nrcpts;
     const struct sr_config *cfg;
     const char *subject, *hdr_from, *message_id; /* decoded; NULL when unparsed */
+    struct mime_msg *mime; /* the parsed message (scan/mime.h), NULL when unparsed: a
+                              checker may mime_walk it again, not free it */
 };
 struct scan_checker {
     const char *name; /* "policy", "spam", ... */
