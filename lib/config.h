@@ -98,7 +98,8 @@ struct sr_strlist {
 };
 struct sr_config_rule {
     char *name;
-    int line;                        /* where the section starts in the config file */
+    char *file;                      /* the config file (or included file) it is in */
+    int line;                        /* where the section starts in that file */
     struct sr_strlist list[SR_RL_N]; /* empty: no such condition */
     char *match;                     /* "any" | "all" | "phrase" */
     int case_sensitive;              /* case = yes */

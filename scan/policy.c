@@ -397,8 +397,9 @@ policy_compile(const struct sr_config *cfg, char *err, size_t errlen)
             }
         }
         if (why[0]) {
-            snprintf(err, errlen, "%s:%d: rule \"%s\": %s", cfg->path ? cfg->path : "(config)",
-                     cr->line, cr->name, why);
+            snprintf(err, errlen, "%s:%d: rule \"%s\": %s",
+                     cr->file ? cr->file : cfg->path ? cfg->path : "(config)", cr->line, cr->name,
+                     why);
             policy_free(p);
             return NULL;
         }

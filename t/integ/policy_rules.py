@@ -18,7 +18,9 @@ to that recipient, so one daemon serves every case:
   * an approved sender (action deliver) skips a body rule that discards
     others; a blocked domain is rejected with the configured text;
   * scanrelayd -t names file:line of a bad rule; a broken rules file on
-    reload keeps the old rule set.
+    reload keeps the old rule set;
+  * rules in files included by a glob, in name order; a bad included rule
+    is reported with the included file's name and line.
 
 Run: SCANRELAY_BUILD=build python3 t/integ/policy_rules.py [test ...]
 """
@@ -262,6 +264,35 @@ def test_bad_rules(ctx):
     d.signal(1)
     d.wait_log(r"reloaded", 10, mark)
     expect_reject(d, su.text_message(b"hi\n", subject="a Brand New thing"), "new", "x@t.example")
+
+
+def test_include(ctx):
+    """Rules in files included by a glob (in name order); errors name the included file."""
+    rdir = ctx.mkdir("rules.d")
+    with open(os.path.join(rdir, "20-b.conf"), "w") as f:
+        f.write('# second\nrule "inc-b" {\n  subject = {"alpha"}\n  action = discard\n}\n')
+    with open(os.path.join(rdir, "10-a.conf"), "w") as f:
+        f.write('rule "inc-a" {\n  subject = {"alpha bravo"}\n  match = all\n  action = reject\n}\n')
+    rs, d = start(ctx, 'include = "rules.d/*.conf"\n')
+    # inc-a (reject) comes first and is stronger: the reply names it.
+    expect_reject(d, su.text_message(b"hi\n", subject="Bravo, Alpha"), "inc-a", "x@t.example")
+    tx = su.send(d.port, su.text_message(b"hi\n", subject="alpha"), rcpts=("x@t.example",))
+    su.expect_final(tx, 250, "inc-b", "250 2.7.0 Ok: discarded")
+    bad = os.path.join(rdir, "20-b.conf")
+    with open(bad, "w") as f:
+        f.write('\n\nrule "inc-b" {\n  subject = {"/al(pha/"}\n}\n')
+    rc, out = h.run_daemon_check(d.conf_path)
+    h.check(rc != 0 and (bad + ":3:") in out, "-t with a bad included rule: %d %r" % (rc, out))
+    mark = d.log_mark()
+    d.signal(1)
+    d.wait_log(r"keeping the old configuration", 10, mark)
+    h.check((bad + ":3:") in d.log_since(mark), "reload error does not name the included file")
+    tx = su.send(d.port, su.text_message(b"hi\n", subject="alpha"), rcpts=("x@t.example",))
+    su.expect_final(tx, 250, "inc-b after a bad reload", "250 2.7.0 Ok: discarded")
+    with open(d.conf_path, "a") as f:
+        f.write('include = "missing.conf"\n')
+    rc, out = h.run_daemon_check(d.conf_path)
+    h.check(rc != 0 and "missing.conf: no such file" in out, "-t, missing include: %r" % out)
 
 
 if __name__ == "__main__":
