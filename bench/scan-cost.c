@@ -22,6 +22,7 @@
 #include "config.h"
 #include "engine.h"
 #include "mime.h"
+#include "policy.h"
 #include "scan.h"
 
 static char *
@@ -72,6 +73,15 @@ main(int argc, char **argv)
         return 2;
     }
     mime_global_init();
+    /* The config's policy rules (rule "NAME" { }) run as the daemon runs them. */
+    if (policy_attach(c, err, sizeof(err)) < 0) {
+        fprintf(stderr, "scan-cost: %s\n", err);
+        return 2;
+    }
+    const char *rcpt[] = {"rcpt@example.org"};
+    struct policy_run run = {policy_of(c), "sender@example.com", rcpt, 1, 0};
+    struct scan_checker chk = {"policy", policy_check, &run};
+    struct scan_opts sopts = {&chk, policy_nrules(run.policy) > 0, NULL, 0};
     if ((e = engine_load(&c->virus, err, sizeof(err))) == NULL) {
         fprintf(stderr, "scan-cost: %s\n", err);
         return 2;
@@ -88,7 +98,7 @@ main(int argc, char **argv)
         double t0 = now();
         for (int i = 0; i < n; i++) {
             struct scan_result res;
-            if (scan_message(e, c, msg[i], len[i], 1, &res) < 0) {
+            if (scan_message_opts(e, c, msg[i], len[i], 1, &sopts, &res) < 0) {
                 fprintf(stderr, "scan-cost: %s: out of memory\n", argv[3 + i]);
                 return 2;
             }

@@ -10,7 +10,15 @@
  * action and location, and the limits hit. -j prints one JSON object
  * instead ("rule", "checker"; each finding with "checker", "rule", "kind",
  * "name", "location", "part", "action", and "score" when it has one). -r N gives the recipient count for the recipients
- * rule.
+ * rule; -s SENDER and -R RCPT (repeatable) the envelope the policy rules
+ * (rule "NAME" { }) see: every rule that matched is a finding (checker
+ * policy) with where it matched.
+ *
+ * "scanrelay rules test [-s SENDER] [-R RCPT]... FILE|-" runs the policy
+ * rules alone, without acting (no hit counts), and prints each rule that
+ * matches, its action and where; exit 0 none matched, 1 some did.
+ * "scanrelay rules" asks the running daemon for its loaded rules and
+ * their hit counts.
  *
  * Exit status: 0 clean, 1 flagged (virus, encrypted, limit), 2 error (no
  * engine, unreadable message, or a part that could not be scanned).
@@ -26,15 +34,19 @@
 #include "config.h"
 #include "engine.h"
 #include "mime.h"
+#include "policy.h"
 #include "scan.h"
 #include "xmalloc.h"
 
 int cmd_scan(struct cli_opts *o, int argc, char **argv);
+int cmd_rules(struct cli_opts *o, int argc, char **argv);
 
 static void
 scan_usage(void)
 {
-    fprintf(stderr, "usage: scanrelay [-c FILE] [-j] scan [-d DBDIR] [-r NRCPTS] FILE|-\n");
+    fprintf(stderr, "usage: scanrelay [-c FILE] [-j] scan [-d DBDIR] [-r NRCPTS] [-s SENDER] "
+                    "[-R RCPT]... FILE|-\n"
+                    "       scanrelay [-c FILE] rules [test [-s SENDER] [-R RCPT]... FILE|-]\n");
 }
 
 /* A JSON string (invalid UTF-8 as U+FFFD), or null. */
@@ -174,8 +186,45 @@ print_text(FILE *f, const char *file, const struct scan_result *r)
             r->elapsed);
 }
 
+/* "rules test": the policy findings alone. */
+static int
+print_rules(FILE *f, const char *file, const struct scan_result *r)
+{
+    int n = 0;
+    for (size_t i = 0; i < r->nfindings; i++) {
+        const struct scan_finding *x = &r->findings[i];
+        if (x->kind != SCAN_POLICY || x->checker == NULL || strcmp(x->checker, "policy") != 0)
+            continue;
+        if (n++ == 0)
+            fprintf(f, "%s: rules matched:\n", file);
+        fprintf(f, "  %s: %s\n", x->rule ? x->rule : "?", x->location ? x->location : "message");
+    }
+    if (n == 0)
+        fprintf(f, "%s: no rule matched\n", file);
+    return n;
+}
+
+static int run_scan(struct cli_opts *o, int argc, char **argv, int rules_test);
+
+int
+cmd_rules(struct cli_opts *o, int argc, char **argv)
+{
+    if (argc == 1)
+        return cli_daemon_request(o, "rules");
+    if (strcmp(argv[1], "test") == 0)
+        return run_scan(o, argc - 1, argv + 1, 1);
+    scan_usage();
+    return 2;
+}
+
 int
 cmd_scan(struct cli_opts *o, int argc, char **argv)
+{
+    return run_scan(o, argc, argv, 0);
+}
+
+static int
+run_scan(struct cli_opts *o, int argc, char **argv, int rules_test)
 {
     struct sr_config_virus vc = o->cfg->virus;
     const char *file = NULL;
@@ -183,23 +232,41 @@ cmd_scan(struct cli_opts *o, int argc, char **argv)
     struct scan_result res;
     char err[1024];
     int nrcpts = 0, fd, rc;
+    const char **rcpts = xcalloc((size_t)argc + 1, sizeof(char *));
+    struct policy_run run = {NULL, "", rcpts, 0, rules_test};
+    struct scan_checker chk = {"policy", policy_check, &run};
+    struct scan_opts sopts = {&chk, 1, NULL, 0};
 
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-d") == 0 && i + 1 < argc) {
             vc.database_directory = argv[++i];
         } else if (strcmp(argv[i], "-r") == 0 && i + 1 < argc) {
             nrcpts = atoi(argv[++i]);
+        } else if (strcmp(argv[i], "-s") == 0 && i + 1 < argc) {
+            run.sender = argv[++i];
+        } else if (strcmp(argv[i], "-R") == 0 && i + 1 < argc) {
+            rcpts[run.nrcpts++] = argv[++i];
         } else if (file == NULL && (argv[i][0] != '-' || strcmp(argv[i], "-") == 0)) {
             file = argv[i];
         } else {
             scan_usage();
+            free(rcpts);
             return 2;
         }
     }
     if (file == NULL) {
         scan_usage();
+        free(rcpts);
         return 2;
     }
+    if (policy_attach(o->cfg, err, sizeof(err)) < 0) {
+        fprintf(stderr, "scanrelay: %s\n", err);
+        free(rcpts);
+        return 2;
+    }
+    run.policy = policy_of(o->cfg);
+    if (nrcpts == 0)
+        nrcpts = (int)run.nrcpts;
     if (vc.database_directory == o->cfg->virus.database_directory) {
         /* No -d: the same database the daemon would use. */
         engine_fallback_database(&o->cfg->virus, o->cfg->path != NULL,
@@ -212,6 +279,7 @@ cmd_scan(struct cli_opts *o, int argc, char **argv)
      */
     if ((e = engine_load(&vc, err, sizeof(err))) == NULL) {
         fprintf(stderr, "scanrelay: %s\n", err);
+        free(rcpts);
         return 2;
     }
     if (strcmp(file, "-") == 0) {
@@ -219,6 +287,7 @@ cmd_scan(struct cli_opts *o, int argc, char **argv)
     } else if ((fd = open(file, O_RDONLY | O_CLOEXEC)) < 0) {
         fprintf(stderr, "scanrelay: %s: %s\n", file, strerror(errno));
         engine_unref(e);
+        free(rcpts);
         return 2;
     }
     mime_global_init();
@@ -226,22 +295,26 @@ cmd_scan(struct cli_opts *o, int argc, char **argv)
     /*
      * Scan and tell.
      */
-    rc = scan_message_fd(e, o->cfg, fd, nrcpts, &res);
+    rc = scan_message_fd_opts(e, o->cfg, fd, nrcpts, &sopts, &res);
     if (fd != STDIN_FILENO)
         close(fd);
     if (rc < 0) {
         fprintf(stderr, "scanrelay: %s: out of memory\n", file);
         rc = 2;
     } else {
-        if (o->json)
+        if (rules_test)
+            rc = print_rules(stdout, file, &res) > 0;
+        else if (o->json)
             print_json(stdout, file, &res);
         else
             print_text(stdout, file, &res);
-        rc = res.kind == SCAN_CLEAN ? 0 : res.kind == SCAN_ERROR ? 2 : 1;
+        if (!rules_test)
+            rc = res.kind == SCAN_CLEAN ? 0 : res.kind == SCAN_ERROR ? 2 : 1;
     }
     fflush(stdout);
     scan_result_free(&res);
     engine_unref(e);
     mime_global_shutdown();
+    free(rcpts);
     return rc;
 }

@@ -31,10 +31,12 @@ int cmd_quarantine(struct cli_opts *o, int argc, char **argv);
 int cmd_log(struct cli_opts *o, int argc, char **argv);
 int cmd_stats(struct cli_opts *o, int argc, char **argv);
 int cmd_backup(struct cli_opts *o, int argc, char **argv);
+int cmd_rules(struct cli_opts *o, int argc, char **argv);
 static const struct cli_cmd cli_cmds[] = {
     {"queue", cmd_queue, "queue [-j] [delete|hold|release|requeue ID...|ALL]"},
     {"flush", cmd_flush, "flush [ID...]"},
-    {"scan", cmd_scan, "scan [-j] [-d DBDIR] [-r NRCPTS] FILE|-"},
+    {"scan", cmd_scan, "scan [-j] [-d DBDIR] [-r NRCPTS] [-s SENDER] [-R RCPT]... FILE|-"},
+    {"rules", cmd_rules, "rules [test [-s SENDER] [-R RCPT]... FILE|-]"},
     {"status", cmd_status, "status"},
     {"reload", cmd_reload, "reload"},
     {"report", cmd_report, "report"},

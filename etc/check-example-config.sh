@@ -69,7 +69,8 @@ awk '
 awk '
     BEGIN { sec = "-" }
     /^[ \t]*[a-z_]+[ \t]*\{[ \t]*(#.*)?$/ { s = $0; gsub(/[ \t{]/, "", s); sub(/#.*/, "", s); sec = s; next }
-    /^[ \t]*\}[ \t]*$/ { sec = "-"; next }
+    /^[ \t]*#?[a-z_]+[ \t]+"[^"]*"[ \t]*\{[ \t]*$/ { s = $0; sub(/^[ \t]*#?/, "", s); sub(/[ \t].*/, "", s); sec = s; next }
+    /^[ \t]*#?\}[ \t]*$/ { sec = "-"; next }
     /^[ \t]*#?[a-z_]+[ \t]*=/ {
         line = $0
         active = (line !~ /^[ \t]*#/)
@@ -202,8 +203,11 @@ hermetic() {
         -e "s|^([[:space:]]*)#?(control_socket[[:space:]]*=).*|\\1\\2 \"$tmp/run/control.sock\"|" \
         -e "s|^([[:space:]]*)#?(user[[:space:]]*=).*|\\1\\2 \"nobody\"|"
 }
+# Titled sections (rule "NAME" { }) ship commented out, braces included.
 uncomment_all() {
-    sed -E 's/^([[:space:]]*)#([a-z_]+[[:space:]]*=)/\1\2/'
+    sed -E -e 's/^([[:space:]]*)#([a-z_]+[[:space:]]*=)/\1\2/' \
+        -e 's/^([[:space:]]*)#([a-z_]+[[:space:]]+"[^"]*"[[:space:]]*\{[[:space:]]*)$/\1\2/' \
+        -e 's/^([[:space:]]*)#(\}[[:space:]]*)$/\1\2/'
 }
 
 hermetic <"$example" >"$tmp/shipped.conf"

@@ -79,7 +79,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
                "  archive_depth_limit = 4\n  compression_ratio_limit = 100\n  message_size_limit = 1M\n}\n",
             db, fuzz_tmpdir());
     fclose(f);
-    sr_action_register(); /* the action words, as scanrelayd does */
+    sr_action_register(); /* the action words, as scanrelayd and scanrelay do */
     cfg = config_load(path, 1, err, sizeof(err));
     if (cfg == NULL) {
         fprintf(stderr, "fuzz_scan: %s\n", err);

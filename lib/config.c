@@ -9,6 +9,12 @@
  * error that names the file and line; nothing is half-applied, the caller
  * keeps its old config (SIGHUP).
  *
+ * A line include = "PATTERN" is replaced by the files the glob names (in
+ * name order, relative to the including file's folder, 8 levels deep);
+ * messages name the file and line the text came from. Titled sections
+ * rule "NAME" { } are kept as written (struct sr_config_rule, with their
+ * file and starting line); the scan layer compiles them (scan/policy.c).
+ *
  * Sizes take k M G (powers of 1024), durations s m|min h d w; a bare
  * number is bytes or seconds. Relative paths are taken relative to the
  * config file's folder. With no config file at the default location the
@@ -23,6 +29,7 @@
  */
 #include <confuse.h>
 #include <errno.h>
+#include <glob.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -248,6 +255,34 @@ static cfg_opt_t notify_opts[] = {
     CFG_END(),
 };
 
+const char *const sr_rule_list_keys[SR_RL_N] = {
+    "subject", "from", "body", "exclude", "sender", "recipient",
+    "attachment_name", "attachment_type", "attachment_true_type",
+};
+
+static cfg_opt_t rule_opts[] = {
+    CFG_STR_LIST("subject", "{}", CFGF_NONE),
+    CFG_STR_LIST("from", "{}", CFGF_NONE),
+    CFG_STR_LIST("body", "{}", CFGF_NONE),
+    CFG_STR_LIST("exclude", "{}", CFGF_NONE),
+    CFG_STR_LIST("sender", "{}", CFGF_NONE),
+    CFG_STR_LIST("recipient", "{}", CFGF_NONE),
+    CFG_STR_LIST("attachment_name", "{}", CFGF_NONE),
+    CFG_STR_LIST("attachment_type", "{}", CFGF_NONE),
+    CFG_STR_LIST("attachment_true_type", "{}", CFGF_NONE),
+    CFG_STR("match", "any", CFGF_NONE),
+    CFG_BOOL("case", cfg_false, CFGF_NONE),
+    SIZE("min_size", 0),
+    SIZE("max_size", 0),
+    COUNT("min_recipients", 0),
+    COUNT("min_attachments", 0),
+    ACTION("action", "quarantine"),
+    CFG_STR("reject_text", "", CFGF_NONE),
+    CFG_STR("tag_header", "", CFGF_NONE),
+    CFG_STR("expires", "", CFGF_NONE),
+    CFG_END(),
+};
+
 static cfg_opt_t top_opts[] = {
     CFG_STR_LIST("listen", "{127.0.0.1:10025}", CFGF_NONE),
     CFG_STR("relay", "127.0.0.1:10026", CFGF_NONE),
@@ -283,6 +318,7 @@ static cfg_opt_t top_opts[] = {
     CFG_SEC("alert", alert_opts, CFGF_NONE),
     CFG_SEC("notify", notify_opts, CFGF_NONE),
     CFG_STR_LIST("local_domains", "{}", CFGF_NONE),
+    CFG_SEC("rule", rule_opts, CFGF_MULTI | CFGF_TITLE | CFGF_NO_TITLE_DUPES),
     CFG_END(),
 };
 
@@ -291,16 +327,55 @@ static __thread char *cf_err;
 static __thread size_t cf_errlen;
 static __thread const char *cf_path;
 
+/*
+ * The text handed to libconfuse: the main file with its include lines
+ * replaced by the files they name, each line mapped back to its file and
+ * line for messages.
+ */
+struct src_line {
+    const char *file; /* one of files[] */
+    int line;
+};
+struct cf_text {
+    char *text;
+    size_t len, cap;
+    struct src_line *map; /* map[i]: line i + 1 of text */
+    size_t nmap, mapcap;
+    char **files;
+    size_t nfiles;
+};
+static __thread const struct cf_text *cf_map;
+
+/* The file and line of line n (1-based) of the parsed text. */
+static void
+map_line(const struct cf_text *t, int n, const char **file, int *line)
+{
+    if (t != NULL && n >= 1 && (size_t)n <= t->nmap) {
+        *file = t->map[n - 1].file;
+        *line = t->map[n - 1].line;
+    } else if (t != NULL && t->nmap > 0 && n >= 1) {
+        *file = t->map[t->nmap - 1].file;
+        *line = t->map[t->nmap - 1].line;
+    } else {
+        *file = cf_path;
+        *line = n;
+    }
+}
+
 static void
 cf_errfunc(cfg_t *cfg, const char *fmt, va_list ap)
 {
     char msg[512];
     vsnprintf(msg, sizeof(msg), fmt, ap);
     if (cf_err && cf_err[0] == '\0') {
-        if (cfg && cf_path)
-            snprintf(cf_err, cf_errlen, "%s:%d: %s", cf_path, cfg->line, msg);
-        else
+        if (cfg && cf_path) {
+            const char *file;
+            int line;
+            map_line(cf_map, cfg->line, &file, &line);
+            snprintf(cf_err, cf_errlen, "%s:%d: %s", file, line, msg);
+        } else {
             snprintf(cf_err, cf_errlen, "%s", msg);
+        }
     }
 }
 
@@ -353,6 +428,121 @@ read_without_comments(const char *path)
     return buf;
 }
 
+static void
+text_add_line(struct cf_text *t, const char *s, size_t n, const char *file, int line)
+{
+    if (t->len + n + 2 > t->cap) {
+        t->cap = (t->len + n + 2) * 2;
+        t->text = xrealloc(t->text, t->cap);
+    }
+    memcpy(t->text + t->len, s, n);
+    t->len += n;
+    t->text[t->len++] = '\n';
+    t->text[t->len] = '\0';
+    if (t->nmap == t->mapcap) {
+        t->mapcap = t->mapcap ? t->mapcap * 2 : 256;
+        t->map = xrealloc(t->map, t->mapcap * sizeof(*t->map));
+    }
+    t->map[t->nmap++] = (struct src_line){file, line};
+}
+
+static void
+text_free(struct cf_text *t)
+{
+    free(t->text);
+    free(t->map);
+    for (size_t i = 0; i < t->nfiles; i++)
+        free(t->files[i]);
+    free(t->files);
+}
+
+/* An include line: include = "PATTERN" alone on its line; the pattern (malloc'd) or NULL. */
+static char *
+include_pattern(const char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n && (s[i] == ' ' || s[i] == '\t'))
+        i++;
+    if (n - i < 7 || strncmp(s + i, "include", 7) != 0)
+        return NULL;
+    i += 7;
+    while (i < n && (s[i] == ' ' || s[i] == '\t'))
+        i++;
+    if (i >= n || s[i++] != '=')
+        return NULL;
+    while (i < n && (s[i] == ' ' || s[i] == '\t'))
+        i++;
+    if (i >= n || s[i] != '"')
+        return NULL;
+    size_t b = ++i;
+    while (i < n && s[i] != '"')
+        i++;
+    if (i >= n)
+        return NULL;
+    size_t e = i++;
+    while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\r'))
+        i++;
+    if (i != n)
+        return NULL;
+    return xstrndup(s + b, e - b);
+}
+
+#define INCLUDE_MAX_DEPTH 8
+
+/*
+ * Append path (comments blanked) to t, include lines expanded (a glob,
+ * relative to the including file's folder; files in name order; a
+ * pattern without wildcards must exist). 0 ok, -1 with err.
+ */
+static int
+text_read(struct cf_text *t, const char *path, int depth, char *err, size_t errlen)
+{
+    char *text = read_without_comments(path);
+    if (text == NULL) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    t->files = xrealloc(t->files, (t->nfiles + 1) * sizeof(char *));
+    const char *file = t->files[t->nfiles++] = xstrdup(path);
+    int line = 1, rc = 0;
+    for (char *p = text; rc == 0 && *p; line++) {
+        char *nl = strchr(p, '\n');
+        size_t n = nl ? (size_t)(nl - p) : strlen(p);
+        char *pat = include_pattern(p, n);
+        if (pat == NULL) {
+            text_add_line(t, p, n, file, line);
+        } else {
+            char full[PATH_MAX];
+            const char *slash = strrchr(path, '/');
+            if (pat[0] == '/' || slash == NULL)
+                snprintf(full, sizeof(full), "%s", pat);
+            else
+                snprintf(full, sizeof(full), "%.*s/%s", (int)(slash - path), path, pat);
+            glob_t g;
+            int grc = glob(full, GLOB_ERR, NULL, &g);
+            if (depth >= INCLUDE_MAX_DEPTH) {
+                snprintf(err, errlen, "%s:%d: include: nested too deep", path, line);
+                rc = -1;
+            } else if (grc == GLOB_NOMATCH && strpbrk(pat, "*?[") == NULL) {
+                snprintf(err, errlen, "%s:%d: include: %s: no such file", path, line, full);
+                rc = -1;
+            } else if (grc != 0 && grc != GLOB_NOMATCH) {
+                snprintf(err, errlen, "%s:%d: include: cannot read %s", path, line, full);
+                rc = -1;
+            }
+            text_add_line(t, "", 0, file, line);
+            for (size_t i = 0; rc == 0 && grc == 0 && i < g.gl_pathc; i++)
+                rc = text_read(t, g.gl_pathv[i], depth + 1, err, errlen);
+            if (grc == 0)
+                globfree(&g);
+            free(pat);
+        }
+        p = nl ? nl + 1 : p + n;
+    }
+    free(text);
+    return rc;
+}
+
 /* Resolve a configured path against the config file's folder. */
 static char *
 resolve_path(const char *dir, const char *p)
@@ -363,6 +553,41 @@ resolve_path(const char *dir, const char *p)
     char *r = xmalloc(n);
     snprintf(r, n, "%s/%s", dir, p);
     return r;
+}
+
+static int rule_text_line(const char *text, const char *name, int fallback);
+
+/*
+ * The line where rule "name" starts in text (libconfuse gives a section
+ * the line where it ends); fallback when not found.
+ */
+static int
+rule_line(const char *text, const char *name, int fallback, const char **file)
+{
+    int n = rule_text_line(text, name, fallback);
+    int line;
+    map_line(cf_map, n, file, &line);
+    return line;
+}
+
+static int
+rule_text_line(const char *text, const char *name, int fallback)
+{
+    size_t nl = strlen(name);
+    for (const char *p = text ? strstr(text, "rule") : NULL; p; p = strstr(p + 4, "rule")) {
+        const char *q = p + 4;
+        if (p != text && !(p[-1] == ' ' || p[-1] == '\t' || p[-1] == '\n'))
+            continue;
+        while (*q == ' ' || *q == '\t')
+            q++;
+        if ((*q == '"' || *q == '\'') && strncmp(q + 1, name, nl) == 0 && q[1 + nl] == *q) {
+            int line = 1;
+            for (const char *s = text; s < p; s++)
+                line += *s == '\n';
+            return line;
+        }
+    }
+    return fallback;
 }
 
 /* An action key's code: its word (from the file or the default) through the hook. */
@@ -430,6 +655,10 @@ config_load(const char *path, int explicit_path, char *err, size_t errlen)
     struct sr_config *c;
     cfg_t *cfg;
     char *dir = NULL;
+    const char *rules_text = NULL; /* the parsed text: where each rule starts */
+    struct cf_text cft;
+
+    memset(&cft, 0, sizeof(cft));
     int have_file = 0;
 
     err[0] = '\0';
@@ -452,21 +681,25 @@ config_load(const char *path, int explicit_path, char *err, size_t errlen)
     cfg_set_error_function(cfg, cf_errfunc);
     validate_actions(cfg, "virus", virus_opts);
     validate_actions(cfg, "scan", scan_opts);
+    validate_actions(cfg, "rule", rule_opts);
     cf_path = path;
     if (have_file) {
-        char *text = read_without_comments(path);
-        if (text == NULL) {
-            snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        if (text_read(&cft, path, 0, err, errlen) < 0) {
             cfg_free(cfg);
+            text_free(&cft);
+            cf_path = NULL;
             return NULL;
         }
-        int rc = cfg_parse_buf(cfg, text);
-        free(text);
+        cf_map = &cft;
+        int rc = cfg_parse_buf(cfg, cft.text ? cft.text : "");
+        rules_text = cft.text;
         if (rc != CFG_SUCCESS) {
             if (err[0] == '\0')
                 snprintf(err, errlen, "%s: parse error", path);
             cfg_free(cfg);
+            text_free(&cft);
             cf_path = NULL;
+            cf_map = NULL;
             return NULL;
         }
         char *slash = strrchr(path, '/');
@@ -660,15 +893,54 @@ config_load(const char *path, int explicit_path, char *err, size_t errlen)
     c->notify.template_directory = resolve_path(dir, cfg_getstr(nf, "template_directory"));
     c->local_domains = get_list(cfg, "local_domains", &c->nlocal_domains);
 
+    c->nrules = cfg_size(cfg, "rule");
+    c->rules = xcalloc(c->nrules ? c->nrules : 1, sizeof(*c->rules));
+    for (size_t i = 0; i < c->nrules; i++) {
+        cfg_t *rs = cfg_getnsec(cfg, "rule", (unsigned)i);
+        struct sr_config_rule *r = &c->rules[i];
+        r->name = xstrdup(cfg_title(rs));
+        const char *rfile = NULL;
+        r->line = rule_line(rules_text, r->name, rs->line, &rfile);
+        r->file = xstrdup(rfile ? rfile : path);
+        for (int k = 0; k < SR_RL_N; k++) {
+            struct sr_strlist *l = &r->list[k];
+            l->n = cfg_size(rs, sr_rule_list_keys[k]);
+            l->v = xcalloc(l->n + 1, sizeof(char *));
+            for (size_t j = 0; j < l->n; j++)
+                l->v[j] = xstrdup(cfg_getnstr(rs, sr_rule_list_keys[k], (unsigned)j));
+        }
+        r->match = xstrdup(cfg_getstr(rs, "match"));
+        r->case_sensitive = cfg_getbool(rs, "case");
+        r->min_size = cfg_getint(rs, "min_size");
+        r->max_size = cfg_getint(rs, "max_size");
+        r->min_recipients = cfg_getint(rs, "min_recipients");
+        r->min_attachments = cfg_getint(rs, "min_attachments");
+        r->reject_text = xstrdup(cfg_getstr(rs, "reject_text"));
+        r->tag_header = xstrdup(cfg_getstr(rs, "tag_header"));
+        r->expires = xstrdup(cfg_getstr(rs, "expires"));
+        if (get_action(rs, "action", &r->action, r->file, err, errlen) < 0)
+            goto bad;
+        if (strcmp(r->match, "any") != 0 && strcmp(r->match, "all") != 0 &&
+            strcmp(r->match, "phrase") != 0) {
+            snprintf(err, errlen, "%s:%d: rule \"%s\": match must be any, all or phrase, not '%s'",
+                     r->file, r->line, r->name, r->match);
+            goto bad;
+        }
+    }
+
     cfg_free(cfg);
     free(dir);
+    text_free(&cft);
     cf_err = NULL;
     cf_path = NULL;
+    cf_map = NULL;
     return c;
 
 bad:
     cfg_free(cfg);
     free(dir);
+    text_free(&cft);
+    cf_map = NULL;
     config_free(c);
     cf_err = NULL;
     cf_path = NULL;
@@ -720,5 +992,22 @@ config_free(struct sr_config *c)
     free(c->notify.attach);
     free(c->notify.template_directory);
     free_list(c->local_domains);
+    for (size_t i = 0; c->rules && i < c->nrules; i++) {
+        struct sr_config_rule *r = &c->rules[i];
+        free(r->name);
+        free(r->file);
+        for (int k = 0; k < SR_RL_N; k++) {
+            for (size_t j = 0; r->list[k].v && j < r->list[k].n; j++)
+                free(r->list[k].v[j]);
+            free(r->list[k].v);
+        }
+        free(r->match);
+        free(r->reject_text);
+        free(r->tag_header);
+        free(r->expires);
+    }
+    free(c->rules);
+    if (c->attach && c->attach_free)
+        c->attach_free(c->attach);
     free(c);
 }

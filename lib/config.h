@@ -111,6 +111,45 @@ struct sr_config_notify {
     char *template_directory; /* /etc/scanrelay/templates */
 };
 
+/*
+ * A policy rule: rule "NAME" { ... }, raw as written (lib/ does not know
+ * what the words mean; scan/policy.c compiles them). Lists are in the
+ * order of SR_RULE_LISTS.
+ */
+enum sr_rule_list {
+    SR_RL_SUBJECT,   /* keyword entries on the decoded Subject */
+    SR_RL_FROM,      /* keyword entries on the decoded From (display name and address) */
+    SR_RL_BODY,      /* keyword entries on the decoded text of the text parts */
+    SR_RL_EXCLUDE,   /* keyword entries: a match anywhere cancels the rule */
+    SR_RL_SENDER,    /* envelope sender: address, @domain, .domain, glob, /regex/ */
+    SR_RL_RECIPIENT, /* any envelope recipient, same forms */
+    SR_RL_ATT_NAME,  /* attachment (or archive member) name globs */
+    SR_RL_ATT_TYPE,  /* declared MIME type globs */
+    SR_RL_ATT_TRUE,  /* true type (libmagic MIME type) globs */
+    SR_RL_N
+};
+struct sr_strlist {
+    char **v;
+    size_t n;
+};
+struct sr_config_rule {
+    char *name;
+    char *file;                      /* the config file (or included file) it is in */
+    int line;                        /* where the section starts in that file */
+    struct sr_strlist list[SR_RL_N]; /* empty: no such condition */
+    char *match;                     /* "any" | "all" | "phrase" */
+    int case_sensitive;              /* case = yes */
+    int action;                      /* action code (see above) */
+    char *reject_text;               /* "" default */
+    char *tag_header;                /* "" none; "Name: value" */
+    char *expires;                   /* "" never; "YYYY-MM-DD" */
+    int64_t min_size, max_size;      /* message size bounds, 0 off */
+    int64_t min_recipients;          /* 0 off */
+    int64_t min_attachments;         /* 0 off */
+};
+/* The config key of each list, SR_RL_* order. */
+extern const char *const sr_rule_list_keys[SR_RL_N];
+
 struct sr_config {
     char *path;                 /* the file read, or NULL for built-in defaults */
     char **listen;              /* "addr:port" list */
@@ -152,6 +191,13 @@ struct sr_config {
     struct sr_config_notify notify;
     char **local_domains;       /* domains of our own users (sender notices) */
     size_t nlocal_domains;
+    struct sr_config_rule *rules; /* rule "NAME" { } sections, in file order */
+    size_t nrules;
+
+    /* Opaque attachment for the layer above (the compiled policy of these
+     * rules): freed with the config by attach_free. */
+    void *attach;
+    void (*attach_free)(void *);
 
     int refs_; /* config_ref/config_unref; 1 after config_load */
 };

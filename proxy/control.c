@@ -30,6 +30,7 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
+#include "action.h"
 #include "control.h"
 #include "counter.h"
 #include "ctl.h"
@@ -39,6 +40,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "msglog.h"
+#include "policy.h"
 #include "qadmin.h"
 #include "queue.h"
 #include "relay.h"
@@ -464,6 +466,22 @@ ctl_handle(struct ctl_client *c, char *line)
         else
             status_text(c, d);
         ctl_final(c, 1, "running");
+        return;
+    }
+    if (strcmp(argv[0], "rules") == 0) {
+        struct sr_config *cfg = services_config(&d->svc);
+        const struct policy *pol = policy_of(cfg);
+        size_t n = policy_nrules(pol);
+        for (size_t i = 0; i < n; i++) {
+            char buf[512];
+            snprintf(buf, sizeof(buf), "%s: %llu hits, action %s%s%s", policy_rule_name(pol, i),
+                     (unsigned long long)policy_rule_hits(pol, i),
+                     sr_action_name((enum sr_action)cfg->rules[i].action),
+                     cfg->rules[i].expires[0] ? ", expires " : "", cfg->rules[i].expires);
+            ctl_out(c, buf);
+        }
+        snprintf(msg, sizeof(msg), "%zu rules loaded; hits since they were loaded", n);
+        ctl_final(c, 1, msg);
         return;
     }
     if (strcmp(argv[0], "reload") == 0) {

@@ -78,6 +78,7 @@ msg_tx_free(struct msg_tx *tx)
     spool_free(tx->body);
     free(tx->prefix);
     free(tx->res);
+    free(tx->rcptv);
     if (tx->scanned)
         scan_result_free(&tx->sjob.result);
     services_config_release(tx->cfg);
@@ -759,6 +760,22 @@ pipeline_start(struct msg_tx *tx)
     j->len = (size_t)spool_size(tx->body);
     j->nrcpts = (int)tx->env->nrcpt;
     j->cfg = tx->cfg;
+    const struct policy *pol = policy_of(tx->cfg);
+    if (policy_nrules(pol) > 0) {
+        tx->rcptv = calloc(tx->env->nrcpt + 1, sizeof(char *));
+        if (tx->rcptv == NULL) {
+            log_verdict(tx, "rejected", "4.3.0", "deferred", "out of memory");
+            tx_finish(tx, "451 4.3.0 Error: out of memory, try again later");
+            return;
+        }
+        for (size_t i = 0; i < tx->env->nrcpt; i++)
+            tx->rcptv[i] = tx->env->rcpt[i].addr;
+        tx->prun = (struct policy_run){pol, tx->env->sender ? tx->env->sender : "",
+                                       tx->rcptv, tx->env->nrcpt, 0};
+        tx->pchk = (struct scan_checker){"policy", policy_check, &tx->prun};
+        tx->sopts = (struct scan_opts){&tx->pchk, 1, NULL, 0};
+        j->opts = &tx->sopts;
+    }
     snprintf(j->log_id, sizeof(j->log_id), "%s", tx->qid);
     if (scan_pool_submit(d->scan_pool, j, scan_done, tx) < 0) {
         int busy = errno == EAGAIN;

@@ -6,6 +6,7 @@
 
 #include "envelope.h"
 #include "notice.h"
+#include "policy.h"
 #include "qid.h"
 #include "relay.h"
 #include "scan_pool.h"
@@ -26,6 +27,10 @@ struct msg_tx {
     size_t prefixlen;
     struct sr_config *cfg; /* the configuration this message started with (a reference) */
     struct scan_job sjob;      /* the scan; sjob.result is the verdict */
+    struct policy_run prun;    /* the policy rules' checker, when cfg has rules */
+    struct scan_checker pchk;
+    struct scan_opts sopts;
+    const char **rcptv;        /* owned: the recipients for prun */
     int scanned;               /* sjob.result is valid */
     const char *result;        /* log result=: unscanned, clean, virus, policy, error */
     const char *action;        /* what the verdict did, for the log */

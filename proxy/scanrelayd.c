@@ -54,6 +54,7 @@
 #include "notice.h"
 #include "privdrop.h"
 #include "qdb.h"
+#include "policy.h"
 #include "qstore.h"
 #include "reconf.h"
 #include "scan_pool.h"
@@ -259,6 +260,12 @@ daemon_reload(struct daemon *d, char *msg, size_t msglen)
         snprintf(msg, msglen, "%s; keeping the old configuration", err);
         return -1;
     }
+    if (policy_attach(nc, err, sizeof(err)) < 0) {
+        config_unref(nc);
+        log_warnx("reload: %s; keeping the old configuration", err);
+        snprintf(msg, msglen, "%s; keeping the old configuration", err);
+        return -1;
+    }
     struct sr_config *old = services_config(&d->svc);
     if (daemon_apply_config(d, nc, err, sizeof(err)) < 0 ||
         metrics_listen(d->metrics, nc->metrics_listen, err, sizeof(err)) < 0 ||
@@ -291,6 +298,7 @@ daemon_reload(struct daemon *d, char *msg, size_t msglen)
         engine_holder_set_config(d->engines, &nc->virus);
         engine_reload_async(d->engines);
     }
+    log_info("reload: %zu policy rules", policy_nrules(policy_of(nc)));
     if (d->health)
         health_check_now(d->health); /* new thresholds */
     snprintf(msg, msglen, "configuration reloaded; changed: %s%s%s%s",
@@ -585,6 +593,11 @@ main(int argc, char **argv)
     struct sr_config *cfg = config_load(config_path, config_explicit, err, sizeof(err));
     if (cfg == NULL) {
         fprintf(stderr, "scanrelayd: %s\n", err);
+        return 1;
+    }
+    if (policy_attach(cfg, err, sizeof(err)) < 0) {
+        fprintf(stderr, "scanrelayd: %s\n", err);
+        config_unref(cfg);
         return 1;
     }
     services_init(&d->svc, idle_hook, reload_hook, d);

@@ -835,10 +835,11 @@ conclude(struct state *st, const struct scan_opts *opts)
 /* The caller's checkers, after the built-in ones. */
 static void
 run_checkers(struct state *st, const struct scan_opts *opts, const char *msg, size_t len,
-             int nrcpts)
+             int nrcpts, struct mime_msg *m)
 {
     struct scan_result *r = st->res;
-    struct scan_input in = {msg, len, nrcpts, st->cfg, r->subject, r->hdr_from, r->message_id};
+    struct scan_input in = {msg,           len,         nrcpts,         st->cfg,
+                            r->subject,    r->hdr_from, r->message_id, m};
 
     st->part = 0;
     for (size_t i = 0; opts != NULL && i < opts->ncheckers; i++) {
@@ -958,14 +959,14 @@ scan_message_opts(struct sr_engine *e, const struct sr_config *cfg, const char *
             st.base = "message";
             clam_scan(&st, msg, len, NULL);
         }
-        mime_free(m);
     }
 
     res->expanded = st.budget.total;
     res->archive_files = st.budget.files;
     res->archive_depth = st.budget.max_depth;
     res->archive_peak_buffer = st.budget.peak_buffer;
-    run_checkers(&st, opts, msg, len, nrcpts);
+    run_checkers(&st, opts, msg, len, nrcpts, m);
+    mime_free(m);
     if (st.oom) {
         st.part = 0;
         error_finding(&st, "scan", "out of memory", "message");
@@ -985,8 +986,8 @@ scan_message_opts(struct sr_engine *e, const struct sr_config *cfg, const char *
 }
 
 int
-scan_message_fd(struct sr_engine *e, const struct sr_config *cfg, int fd, int nrcpts,
-                struct scan_result *res)
+scan_message_fd_opts(struct sr_engine *e, const struct sr_config *cfg, int fd, int nrcpts,
+                     const struct scan_opts *opts, struct scan_result *res)
 {
     struct stat sb;
     int rc;
@@ -994,7 +995,7 @@ scan_message_fd(struct sr_engine *e, const struct sr_config *cfg, int fd, int nr
     if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_size > 0) {
         void *p = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
         if (p != MAP_FAILED) {
-            rc = scan_message(e, cfg, p, (size_t)sb.st_size, nrcpts, res);
+            rc = scan_message_opts(e, cfg, p, (size_t)sb.st_size, nrcpts, opts, res);
             munmap(p, (size_t)sb.st_size);
             return rc;
         }
@@ -1030,7 +1031,7 @@ scan_message_fd(struct sr_engine *e, const struct sr_config *cfg, int fd, int nr
             break;
         len += (size_t)n;
     }
-    rc = scan_message(e, cfg, buf, len, nrcpts, res);
+    rc = scan_message_opts(e, cfg, buf, len, nrcpts, opts, res);
     free(buf);
     return rc;
 
@@ -1038,6 +1039,13 @@ fail:
     saved = errno;
     free(buf);
     return read_error(e, cfg, res, saved);
+}
+
+int
+scan_message_fd(struct sr_engine *e, const struct sr_config *cfg, int fd, int nrcpts,
+                struct scan_result *res)
+{
+    return scan_message_fd_opts(e, cfg, fd, nrcpts, NULL, res);
 }
 
 void

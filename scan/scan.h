@@ -9,6 +9,7 @@
 #include "verdict.h"
 
 struct sr_engine;
+struct mime_msg;
 
 /* One MIME leaf part as walked. */
 struct scan_part {
@@ -89,6 +90,8 @@ struct scan_input {
     int nrcpts;
     const struct sr_config *cfg;
     const char *subject, *hdr_from, *message_id; /* decoded; NULL when unparsed */
+    struct mime_msg *mime; /* the parsed message (scan/mime.h), NULL when unparsed: a
+                              checker may mime_walk it again, not free it */
 };
 struct scan_checker {
     const char *name; /* "policy", "spam", ... */
@@ -145,6 +148,8 @@ int scan_message_opts(struct sr_engine *e, const struct sr_config *cfg, const ch
                       struct scan_result *res);
 int scan_message_fd(struct sr_engine *e, const struct sr_config *cfg, int fd, int nrcpts,
                     struct scan_result *res);
+int scan_message_fd_opts(struct sr_engine *e, const struct sr_config *cfg, int fd, int nrcpts,
+                         const struct scan_opts *opts, struct scan_result *res);
 void scan_result_free(struct scan_result *res);
 
 /* The X-Virus-Scanned value: "scanrelay 0.1.0 (ClamAV 1.4.6/12345)". */

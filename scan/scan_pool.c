@@ -52,9 +52,10 @@ run_job(struct wpool_job *wj)
         job->status = SCAN_JOB_FAILED;
     } else {
         if (job->data)
-            rc = scan_message(e, cfg, job->data, job->len, job->nrcpts, &job->result);
+            rc = scan_message_opts(e, cfg, job->data, job->len, job->nrcpts, job->opts,
+                                   &job->result);
         else
-            rc = scan_message_fd(e, cfg, job->fd, job->nrcpts, &job->result);
+            rc = scan_message_fd_opts(e, cfg, job->fd, job->nrcpts, job->opts, &job->result);
         job->status = rc == 0 ? SCAN_JOB_DONE : SCAN_JOB_FAILED;
     }
     engine_unref(e);

@@ -33,6 +33,7 @@ struct scan_job {
     size_t len;
     int nrcpts;                  /* for the recipients rule */
     const struct sr_config *cfg; /* NULL: the pool's */
+    const struct scan_opts *opts; /* extra checkers (scan_message_opts), or NULL */
     char log_id[32];             /* every log line of the job carries it (the queue ID); "" none */
     /* Other blocking work instead of a scan (tests, ...): runs in a pool
      * thread with a reference to the current engine. */

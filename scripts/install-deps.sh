@@ -10,6 +10,7 @@ fi
 PKGS="build-essential cmake pkg-config python3
       libevent-dev libconfuse-dev libsystemd-dev libcmocka-dev
       libclamav-dev libgmime-3.0-dev libarchive-dev zlib1g-dev libsqlite3-dev
+      libpcre2-dev libmagic-dev
       postfix swaks clamav clamav-testfiles clamsmtp clamav-daemon
       procps iproute2 sqlite3 prometheus
       debhelper lintian"
