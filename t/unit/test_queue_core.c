@@ -116,16 +116,20 @@ nothing(void *arg)
     (void)arg;
 }
 
+/* While set, the fake downstream answers every recipient 451 (open_queue's start-up probe). */
+static int refuse_deliveries;
+
 static void
 deliver_cb(void *arg, int cancelled)
 {
     struct relay_job *j = arg;
     (void)cancelled;
     for (size_t i = 0; i < j->env->nrcpt; i++) {
-        j->res[i].cls = RELAY_OK;
-        j->res[i].code = 250;
-        snprintf(j->res[i].dsn, sizeof(j->res[i].dsn), "2.0.0");
-        snprintf(j->res[i].text, sizeof(j->res[i].text), "250 2.0.0 Ok");
+        j->res[i].cls = refuse_deliveries ? RELAY_TEMP : RELAY_OK;
+        j->res[i].code = refuse_deliveries ? 451 : 250;
+        snprintf(j->res[i].dsn, sizeof(j->res[i].dsn), refuse_deliveries ? "4.3.0" : "2.0.0");
+        snprintf(j->res[i].text, sizeof(j->res[i].text),
+                 refuse_deliveries ? "451 4.3.0 Try again later" : "250 2.0.0 Ok");
     }
     snprintf(j->relay_name, sizeof(j->relay_name), "fake");
     j->done(j, j->arg);
@@ -243,6 +247,8 @@ teardown(void **state)
     return 0;
 }
 
+static int count_files(struct fake *f, const char *sub);
+
 static void
 open_queue(struct fake *f)
 {
@@ -259,8 +265,24 @@ open_queue(struct fake *f)
         .stopping = h_stopping,
     };
     char err[256];
+    int left = count_files(f, "deferred");
+    /*
+     * A queue that opens with mail probes the downstream with the oldest
+     * message at once and, when it is taken, delivers everything (mail
+     * left by a previous process). These tests want the mail to stay
+     * queued, not due for an hour: the probe is refused.
+     */
+    refuse_deliveries = left > 0;
     f->q = queue_new(f->base, &h, err, sizeof(err));
     assert_non_null(f->q);
+    for (int turns = 0; left > 0 && f->submitted == 0 && turns < 1000; turns++)
+        event_base_loop(f->base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+    for (int turns = 0; left > 0 && turns < 100; turns++)
+        event_base_loop(f->base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+    if (left > 0)
+        assert_int_equal(f->submitted, 1);
+    refuse_deliveries = 0;
+    f->submitted = 0; /* the tests count their own deliveries */
 }
 
 static struct envelope *
