@@ -663,25 +663,13 @@ quarantine_release(struct cli_opts *o, int argc, char **argv)
     return k;
 }
 
-/* The message-log row of a delete done here (as proxy/qadmin.c writes it). */
+/* The message-log row of a delete done here (msglog_admin_row, as the daemon writes it). */
 static int
 delete_row_cb(void *arg, const struct qmeta *m)
 {
-    struct msglog_row row = {0};
-    snprintf(row.id, sizeof(row.id), "%s", m->id);
-    row.time = (int64_t)time(NULL);
-    row.client = m->client;
-    row.sender = m->sender;
-    row.rcpts = m->rcpts;
-    row.nrcpt = m->nrcpt;
-    row.message_id = m->message_id;
-    row.subject = m->subject;
-    row.size = m->size;
-    row.verdict = "admin";
-    row.action = "deleted";
-    row.virus = m->virus;
-    row.rule = m->rule;
-    row.status = "deleted from the quarantine (scanrelay, daemon not running)";
+    struct msglog_row row;
+    msglog_admin_row(&row, m, "deleted",
+                     "deleted from the quarantine (scanrelay, daemon not running)");
     msglog_append(arg, &row);
     return 0;
 }

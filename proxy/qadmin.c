@@ -165,21 +165,8 @@ static int
 admin_row_cb(void *arg, const struct qmeta *m)
 {
     struct admin_row *a = arg;
-    struct msglog_row row = {0};
-    snprintf(row.id, sizeof(row.id), "%s", m->id);
-    row.time = (int64_t)time(NULL);
-    row.client = m->client;
-    row.sender = m->sender;
-    row.rcpts = m->rcpts;
-    row.nrcpt = m->nrcpt;
-    row.message_id = m->message_id;
-    row.subject = m->subject;
-    row.size = m->size;
-    row.verdict = "admin";
-    row.action = a->action;
-    row.virus = m->virus;
-    row.rule = m->rule;
-    row.status = a->status;
+    struct msglog_row row;
+    msglog_admin_row(&row, m, a->action, a->status);
     if (msglog_append(a->d->msglog, &row) < 0)
         log_warnx("%s: message log: the %s row was dropped", m->id, a->action);
     return 0;

@@ -4,7 +4,7 @@
  * virus and sender counts kept next to it, so statistics cost the same
  * whatever the number of rows.
  *
- * Public calls: msglog_open, msglog_open_ro, msglog_close, msglog_append,
+ * Public calls: msglog_open, msglog_open_ro, msglog_close, msglog_append, msglog_admin_row,
  * msglog_flush, msglog_set_retention, msglog_counters, msglog_purge, msglog_query, msglog_stats,
  * msglog_top, msglog_path.
  *
@@ -44,6 +44,7 @@
 #include "log.h"
 #include "msglog.h"
 #include "qdb.h"
+#include "qstore.h"
 #include "textfold.h"
 
 #define PURGE_TXN 500
@@ -380,6 +381,27 @@ item_copy(const struct msglog_row *r)
     it->row.downstream_id = scopy(&p, r->downstream_id);
     it->row.rule = scopy(&p, r->rule);
     return it;
+}
+
+void
+msglog_admin_row(struct msglog_row *row, const struct qmeta *m, const char *action,
+                 const char *status)
+{
+    memset(row, 0, sizeof(*row));
+    snprintf(row->id, sizeof(row->id), "%s", m->id);
+    row->time = (int64_t)time(NULL);
+    row->client = m->client;
+    row->sender = m->sender;
+    row->rcpts = m->rcpts;
+    row->nrcpt = m->nrcpt;
+    row->message_id = m->message_id;
+    row->subject = m->subject;
+    row->size = m->size;
+    row->verdict = "admin";
+    row->action = action;
+    row->virus = m->virus;
+    row->rule = m->rule;
+    row->status = status;
 }
 
 int

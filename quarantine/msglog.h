@@ -63,6 +63,14 @@ void msglog_close(struct msglog *log);
  * full, no memory, read-only log); drops are counted. Any thread.
  */
 int msglog_append(struct msglog *log, const struct msglog_row *row);
+/*
+ * The row of an administrator's action (action "released", "deleted";
+ * verdict "admin", which the statistics leave out) on a quarantined
+ * message, from its index entry; now as the time. Pointers into m.
+ */
+struct qmeta;
+void msglog_admin_row(struct msglog_row *row, const struct qmeta *m, const char *action,
+                      const char *status);
 /* A reload: the writer's retention from now on (seconds, 0 never). Any thread. */
 void msglog_set_retention(struct msglog *log, int64_t retention);
 /* Wait until everything appended so far is committed (tests, shutdown). */
