@@ -192,23 +192,9 @@ h_stopping(void *ctx)
     return 0;
 }
 
-/* The action words are the scan layer's (scan/action.c): this test of the
- * queue takes any word as action 0. */
-static int
-any_action(const char *key, const char *word, int *code, char *why, size_t whylen)
-{
-    (void)key;
-    (void)word;
-    (void)why;
-    (void)whylen;
-    *code = 0;
-    return 0;
-}
-
 static int
 setup(void **state)
 {
-    config_set_action_parser(any_action);
     struct fake *f = calloc(1, sizeof(*f));
     const char *t = getenv("TMPDIR");
     char path[512], err[256];
