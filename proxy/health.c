@@ -46,6 +46,7 @@
 #include "health.h"
 #include "log.h"
 #include "msglog.h"
+#include "notice.h"
 #include "qstore.h"
 #include "queue.h"
 #include "relay.h"
@@ -798,63 +799,6 @@ health_report_now(struct health *h, void (*done)(void *arg, int ok, const char *
  * The mail.
  */
 
-static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/* Base64 of in[0..n) into out (4 * ceil(n / 3) + 1 bytes). */
-static size_t
-b64_encode(const unsigned char *in, size_t n, char *out)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < n; i += 3) {
-        unsigned v = (unsigned)in[i] << 16;
-        if (i + 1 < n)
-            v |= (unsigned)in[i + 1] << 8;
-        if (i + 2 < n)
-            v |= in[i + 2];
-        out[o++] = b64[(v >> 18) & 63];
-        out[o++] = b64[(v >> 12) & 63];
-        out[o++] = i + 1 < n ? b64[(v >> 6) & 63] : '=';
-        out[o++] = i + 2 < n ? b64[v & 63] : '=';
-    }
-    out[o] = '\0';
-    return o;
-}
-
-static int
-is_ascii(const char *s)
-{
-    for (; *s; s++)
-        if ((unsigned char)*s >= 0x80 || (*s < 0x20 && *s != '\n' && *s != '\t'))
-            return 0;
-    return 1;
-}
-
-/* "Subject: ..." with RFC 2047 B words of at most 45 bytes (whole UTF-8 characters). */
-static int
-put_subject(struct spool *sp, const char *s)
-{
-    char line[128];
-    if (is_ascii(s)) {
-        int n = snprintf(line, sizeof(line), "Subject: %.100s\r\n", s);
-        return spool_write(sp, line, (size_t)n);
-    }
-    if (spool_write(sp, "Subject:", 8) < 0)
-        return -1;
-    size_t len = strlen(s), off = 0;
-    while (off < len) {
-        size_t k = len - off > 45 ? 45 : len - off;
-        while (off + k < len && k > 1 && ((unsigned char)s[off + k] & 0xC0) == 0x80)
-            k--; /* do not split a character */
-        char enc[80];
-        b64_encode((const unsigned char *)s + off, k, enc);
-        int n = snprintf(line, sizeof(line), "%s=?UTF-8?B?%s?=", off ? "\r\n " : " ", enc);
-        if (spool_write(sp, line, (size_t)n) < 0)
-            return -1;
-        off += k;
-    }
-    return spool_write(sp, "\r\n", 2);
-}
-
 static void
 sent_cb(void *arg, int rc, int err, const char *id)
 {
@@ -906,34 +850,26 @@ health_send_mail(struct health *h, const char *subject, const char *body_utf8)
         if (spool_write(s->sp, buf, (size_t)n) < 0)
             goto fail;
     }
-    int ascii = is_ascii(body_utf8);
-    n = snprintf(buf, sizeof(buf),
-                 "\r\nAuto-Submitted: auto-generated\r\nX-Scanrelay-Notice: health\r\n"
-                 "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\n"
-                 "Content-Transfer-Encoding: %s\r\n",
-                 ascii ? "7bit" : "base64");
-    if (spool_write(s->sp, buf, (size_t)n) < 0 || put_subject(s->sp, subject) < 0 ||
-        spool_write(s->sp, "\r\n", 2) < 0)
+    /* Subject and body encoded as notices are (queue/notice_fmt.c), in UTF-8. */
+    const char *cs, *cte;
+    char *subj = notice_encode_header(subject, "utf-8");
+    char *body = notice_encode_body(body_utf8, "utf-8", &cs, &cte);
+    if (strcmp(cs, "us-ascii") == 0)
+        cs = "UTF-8"; /* ASCII is UTF-8: the alert mail always says UTF-8 */
+    n = -1;
+    if (subj && body)
+        n = snprintf(buf, sizeof(buf),
+                     "\r\nAuto-Submitted: auto-generated\r\nX-Scanrelay-Notice: health\r\n"
+                     "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=%s\r\n"
+                     "Content-Transfer-Encoding: %s\r\nSubject: ",
+                     cs, cte);
+    int bad = n < 0 || spool_write(s->sp, buf, (size_t)n) < 0 ||
+              spool_write(s->sp, subj, strlen(subj)) < 0 ||
+              spool_write(s->sp, "\r\n\r\n", 4) < 0 || spool_write(s->sp, body, strlen(body)) < 0;
+    free(subj);
+    free(body);
+    if (bad)
         goto fail;
-
-    /* Body: CRLF lines, or base64 in 76-column lines. */
-    size_t len = strlen(body_utf8);
-    if (ascii) {
-        for (const char *p = body_utf8; *p;) {
-            size_t k = strcspn(p, "\n");
-            if (spool_write(s->sp, p, k) < 0 || spool_write(s->sp, "\r\n", 2) < 0)
-                goto fail;
-            p += k + (p[k] == '\n');
-        }
-    } else {
-        for (size_t off = 0; off < len; off += 57) {
-            char enc[80];
-            size_t k = b64_encode((const unsigned char *)body_utf8 + off,
-                                  len - off > 57 ? 57 : len - off, enc);
-            if (spool_write(s->sp, enc, k) < 0 || spool_write(s->sp, "\r\n", 2) < 0)
-                goto fail;
-        }
-    }
     s->env->arrival = now;
     queue_inject(d->queue, s->env, NULL, 0, s->sp, sent_cb, s);
     return 0;
